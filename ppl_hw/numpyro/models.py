@@ -1,0 +1,79 @@
+"""Ready-made NumPyro models used by the demo, the examples and the tests.
+
+They are ordinary NumPyro models: any NumPyro guide, kernel or handler applies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from .._models import check_mlp_args, layer_sizes
+
+__all__ = ["mlp_classifier"]
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def mlp_classifier(
+    x,
+    y=None,
+    *,
+    hidden: Sequence[int] = (64, 64),
+    num_classes: int = 10,
+    prior_scale: float = 1.0,
+    activation: str = "tanh",
+    batch_size: int | None = None,
+):
+    r"""Bayesian multilayer perceptron for classification.
+
+    .. math::
+
+        W_l \sim \mathcal N(0, s^2),\quad b_l \sim \mathcal N(0, s^2),\quad
+        y_n \sim \mathrm{Categorical}(\mathrm{logits} = f(x_n; W, b)),
+
+    with sample sites ``w0, b0, w1, b1, ...`` (``w_l`` has shape
+    ``(fan_in, fan_out)``), hidden activation ``activation``, the logits recorded as
+    the deterministic site ``"logits"`` and the labels as ``"y"`` inside the plate
+    ``"data"``.
+
+    :param x: inputs, shape ``(N, D)``.
+    :param y: integer labels, shape ``(N,)``, or ``None`` to predict.
+    :param hidden: widths of the hidden layers.
+    :param num_classes: number of classes.
+    :param prior_scale: standard deviation ``s`` of the Normal prior of every weight.
+    :param activation: ``"tanh"`` or ``"relu"``.
+    :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
+
+    **Example**::
+
+        from numpyro.infer import SVI, TraceMeanField_ELBO
+        from numpyro.infer.autoguide import AutoNormal
+        guide = AutoNormal(mlp_classifier)
+        svi = SVI(mlp_classifier, guide, numpyro.optim.Adam(1e-2),
+                  TraceMeanField_ELBO())
+    """
+    check_mlp_args(x, hidden, num_classes, prior_scale, activation, batch_size)
+    act = _ACTIVATIONS[activation]
+    n = x.shape[0]
+    sizes = layer_sizes(x.shape[-1], hidden, num_classes)
+    params = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        prior = dist.Normal(0.0, prior_scale)
+        w = numpyro.sample(f"w{i}", prior.expand([fan_in, fan_out]).to_event(2))
+        b = numpyro.sample(f"b{i}", prior.expand([fan_out]).to_event(1))
+        params.append((w, b))
+    with numpyro.plate("data", n, subsample_size=batch_size):
+        h = numpyro.subsample(x, event_dim=1)
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = act(h)
+        logits = numpyro.deterministic("logits", h)
+        obs = None if y is None else numpyro.subsample(y, event_dim=0)
+        numpyro.sample("y", dist.Categorical(logits=logits), obs=obs)
