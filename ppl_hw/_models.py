@@ -4,9 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ACTIVATIONS", "check_mlp_args", "layer_sizes"]
+__all__ = ["ACTIVATIONS", "MLP_CLASSIFIER_DOC", "check_mlp_args", "layer_sizes"]
 
 ACTIVATIONS = ("tanh", "relu")
+
+MLP_CLASSIFIER_DOC = r"""Bayesian multilayer perceptron for classification.
+
+    .. math::
+
+        W_l \sim \mathcal N(0, s^2),\quad b_l \sim \mathcal N(0, s^2),\quad
+        y_n \sim \mathrm{{Categorical}}(\mathrm{{logits}} = f(x_n; W, b)),
+
+    with sample sites ``w0, b0, w1, b1, ...`` (``w_l`` has shape
+    ``(fan_in, fan_out)``), hidden activation ``activation``, the logits recorded as
+    the deterministic site ``"logits"`` and the labels as ``"y"`` inside the plate
+    ``"data"``. The NumPyro and Pyro versions have the same sites and compute the same
+    numbers.
+
+    :param x: inputs, {array} of shape ``(N, D)``.
+    :param y: integer labels, shape ``(N,)``, or ``None`` to predict.
+    :param hidden: widths of the hidden layers.
+    :param num_classes: number of classes.
+    :param prior_scale: standard deviation ``s`` of the Normal prior of every weight.
+    :param activation: ``"tanh"`` or ``"relu"``.
+    :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
+
+    **Example**::
+
+{example}
+    """
 
 
 def layer_sizes(d_in: int, hidden: Sequence[int], d_out: int) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._models import check_mlp_args, layer_sizes
+from .._models import MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
 
 __all__ = ["mlp_classifier"]
 
@@ -29,34 +29,6 @@ def mlp_classifier(
     activation: str = "tanh",
     batch_size: int | None = None,
 ):
-    r"""Bayesian multilayer perceptron for classification.
-
-    .. math::
-
-        W_l \sim \mathcal N(0, s^2),\quad b_l \sim \mathcal N(0, s^2),\quad
-        y_n \sim \mathrm{Categorical}(\mathrm{logits} = f(x_n; W, b)),
-
-    with sample sites ``w0, b0, w1, b1, ...`` (``w_l`` has shape
-    ``(fan_in, fan_out)``), hidden activation ``activation``, the logits recorded as
-    the deterministic site ``"logits"`` and the labels as ``"y"`` inside the plate
-    ``"data"``.
-
-    :param x: inputs, a float tensor of shape ``(N, D)``.
-    :param y: integer labels, shape ``(N,)``, or ``None`` to predict.
-    :param hidden: widths of the hidden layers.
-    :param num_classes: number of classes.
-    :param prior_scale: standard deviation ``s`` of the Normal prior of every weight.
-    :param activation: ``"tanh"`` or ``"relu"``.
-    :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
-
-    **Example**::
-
-        from pyro.infer import SVI, TraceMeanField_ELBO
-        from pyro.infer.autoguide import AutoNormal
-        guide = AutoNormal(mlp_classifier)
-        svi = SVI(mlp_classifier, guide, pyro.optim.Adam({"lr": 1e-2}),
-                  TraceMeanField_ELBO())
-    """
     check_mlp_args(x, hidden, num_classes, prior_scale, activation, batch_size)
     act = _ACTIVATIONS[activation]
     n = x.shape[0]
@@ -77,3 +49,14 @@ def mlp_classifier(
         logits = pyro.deterministic("logits", h)
         obs = None if y is None else pyro.subsample(y, event_dim=0)
         pyro.sample("y", dist.Categorical(logits=logits), obs=obs)
+
+
+mlp_classifier.__doc__ = MLP_CLASSIFIER_DOC.format(
+    array="a float tensor",
+    example="""\
+        from pyro.infer import SVI, TraceMeanField_ELBO
+        from pyro.infer.autoguide import AutoNormal
+        guide = AutoNormal(mlp_classifier)
+        svi = SVI(mlp_classifier, guide, pyro.optim.Adam({"lr": 1e-2}),
+                  TraceMeanField_ELBO())""",
+)
