@@ -2,6 +2,7 @@
 (``make docs`` runs ``sphinx-build -W --keep-going``)."""
 
 import os
+from pathlib import Path
 
 import ppl_hw
 
@@ -36,3 +37,47 @@ autodoc_typehints = "description"
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
 html_title = f"ppl_hw {release}"
+
+
+def _noise_shapes_figure(path):
+    """Histogram of each device-noise generator with the density EmpiricalNoise fits
+    to it (standardised), rebuilt with the docs so it never goes stale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ppl_hw import devices
+    from ppl_hw.core import NUMPY
+    from ppl_hw.core import noise_table as nt
+
+    log_prob = NUMPY.bind(nt.table_log_prob)
+    gens = [
+        ("gaussian_noise", devices.gaussian_noise),
+        ("uniform_noise", devices.uniform_noise),
+        ("mtj_noise", devices.mtj_noise),
+        ("pcm_read_noise", devices.pcm_read_noise),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8), sharey=True)
+    z = np.linspace(-4, 4, 801)
+    for ax, (name, gen) in zip(axes, gens, strict=True):
+        s = gen(20_000, seed=0)
+        t = nt.fit_noise_table(s)
+        ax.hist(
+            (s - t.loc) / t.scale, bins=120, range=(-4, 4), density=True, color="0.75"
+        )
+        ax.plot(z, np.exp(log_prob(z, t, t.density)), color="C0", lw=1.5)
+        ax.plot(
+            z, np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi), color="C3", lw=0.8, ls="--"
+        )
+        ax.set_title(f"{name}\nH0 = {t.entropy:.3f} nats", fontsize=9)
+        ax.set_xlabel("standardised value")
+    axes[0].set_ylabel("density")
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+_noise_shapes_figure(Path(__file__).parent / "_generated" / "noise_shapes.png")

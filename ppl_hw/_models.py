@@ -28,6 +28,9 @@ MLP_CLASSIFIER_DOC = r"""Bayesian multilayer perceptron for classification.
     :param prior_scale: standard deviation ``s`` of the Normal prior of every weight.
     :param activation: ``"tanh"`` or ``"relu"``.
     :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
+    :param weight_prior: a scalar distribution (batch shape ``()``) to use instead of
+        ``Normal(0, s)`` for the weight matrices, e.g. ``SpikeAndSlab(0.5, 0.05, 1.0)``
+        (the biases keep ``Normal(0, s)``).
 
     **Example**::
 
@@ -39,8 +42,18 @@ def layer_sizes(d_in: int, hidden: Sequence[int], d_out: int) -> tuple[int, ...]
     return (int(d_in), *(int(h) for h in hidden), int(d_out))
 
 
-def check_mlp_args(x, hidden, num_classes, prior_scale, activation, batch_size) -> None:
+def check_mlp_args(
+    x, hidden, num_classes, prior_scale, activation, batch_size, weight_prior=None
+) -> None:
     """Raise a ValueError naming the argument when an MLP model is mis-specified."""
+    if weight_prior is not None:
+        shape = tuple(getattr(weight_prior, "batch_shape", (None,)))
+        if shape != () or tuple(getattr(weight_prior, "event_shape", (None,))) != ():
+            raise ValueError(
+                "weight_prior must be a scalar distribution (batch and event "
+                "shape ()), "
+                f"got {weight_prior!r}"
+            )
     if len(getattr(x, "shape", ())) != 2:
         raise ValueError(
             f"x must be a 2-D array (N, D), got shape {getattr(x, 'shape', None)}"

@@ -31,23 +31,37 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     rows = demo.main(["--size", "smoke", "--no-progress", "--output", str(tmp_path)])
     assert [(r.backend, r.method) for r in rows] == [
         ("numpyro", "AutoNormal"),
+        ("numpyro", "AutoNormal, SpikeAndSlab prior"),
         ("pyro", "AutoNormal"),
+        ("pyro", "AutoNormal, SpikeAndSlab prior"),
     ]
     printed = capsys.readouterr().out
-    assert "| backend | method | test accuracy | NLL | ECE | time (s) |" in printed
+    assert (
+        "| backend | method | test accuracy | NLL | ECE | sparsity | time (s) |"
+        in printed
+    )
+    assert "| generator | samples | bandwidth | mean | variance |" in printed
+    for gen in ("gaussian_noise", "uniform_noise", "mtj_noise", "pcm_read_noise"):
+        assert f"| {gen} |" in printed
     assert str(tmp_path.resolve()) in printed
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 2
-    assert (tmp_path / "results.md").read_text().startswith("| backend |")
+    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 4
+    assert len(saved["noise"]) == 4
+    for r in saved["noise"]:
+        # the exact affine standardisation of EmpiricalNoise
+        assert abs(r["mean"]) < 1e-9 and abs(r["variance"] - 1) < 1e-9
+    assert "## Digits BNN" in (tmp_path / "results.md").read_text()
     for r in rows:
         # 300 SVI steps already separate the digits far above chance (10 %)
         assert r.accuracy > 0.5 and r.nll > 0 and 0 <= r.ece <= 1
+    sparsity = [r.sparsity for r in rows if "SpikeAndSlab" in r.method]
+    assert all(0 < s < 1 for s in sparsity)
 
 
 @pytest.mark.slow
 def test_default_size_reaches_90_percent_on_both_backends(tmp_path):
     rows = demo.main(["--no-progress", "--output", str(tmp_path)])
-    assert {r.backend for r in rows} == {"numpyro", "pyro"}
+    assert {r.backend for r in rows} == {"numpyro", "pyro"} and len(rows) == 4
     for r in rows:
         assert r.accuracy >= 0.90, r
 

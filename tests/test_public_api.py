@@ -13,7 +13,8 @@ import ppl_hw
 def _all_modules():
     names = ["ppl_hw"]
     for info in pkgutil.walk_packages(ppl_hw.__path__, prefix="ppl_hw."):
-        names.append(info.name)
+        if not info.name.endswith(".__main__"):  # importing it runs the program
+            names.append(info.name)
     return sorted(names)
 
 

@@ -24,6 +24,7 @@ from .backend import Special
 
 __all__ = [
     "HALF_LOG_2PI",
+    "kl_location_scale_normal",
     "kl_normal_normal",
     "normal_cdf",
     "normal_entropy",
@@ -77,3 +78,23 @@ def normal_log_cdf(x: Any, loc: Any, scale: Any, *, xp: Any, special: Special) -
 def normal_icdf(p: Any, loc: Any, scale: Any, *, xp: Any, special: Special) -> Any:
     r""":math:`\mu + \sigma\,\Phi^{-1}(p)`."""
     return loc + scale * special.ndtri(p)
+
+
+def kl_location_scale_normal(
+    loc: Any, scale: Any, entropy0: Any, loc_p: Any, scale_p: Any, *, xp: Any
+) -> Any:
+    r"""KL from ``loc + scale * e`` to :math:`\mathcal N(\mu_p, \sigma_p^2)`, where the
+    shape ``e`` has mean 0, variance 1 and entropy :math:`H_0` (nats):
+
+    .. math::
+
+        \mathrm{KL} = -H_0 - \log\sigma + \log(\sigma_p\sqrt{2\pi})
+            + \frac{(\mu - \mu_p)^2 + \sigma^2}{2\sigma_p^2}.
+
+    Only the first two moments of ``e`` enter the cross-entropy, so the gradients in
+    ``loc`` and ``scale`` equal the Gaussian case; with the Gaussian's
+    :math:`H_0 = \tfrac12\log(2\pi e)` this is :func:`kl_normal_normal`.
+    """
+    dz = (loc - loc_p) / scale_p
+    rz = scale / scale_p
+    return -entropy0 - xp.log(rz) + HALF_LOG_2PI + 0.5 * (dz * dz + rz * rz)

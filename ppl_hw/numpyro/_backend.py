@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
-from ..core.backend import Backend, _uniform_knot
+from ..core.backend import Backend, SpecialBase
 
 __all__ = ["BACKEND", "JaxSpecial"]
 
 
-class JaxSpecial:
+class JaxSpecial(SpecialBase):
     """:class:`~ppl_hw.core.backend.Special` for JAX arrays (``jax.scipy.special``)."""
 
+    xp = jnp
     erf = staticmethod(jsp.erf)
     ndtr = staticmethod(jsp.ndtr)
     ndtri = staticmethod(jsp.ndtri)
@@ -32,11 +35,16 @@ class JaxSpecial:
         return jsp.logsumexp(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
-    def interp_uniform(x: Any, x0: float, dx: float, fp: Any) -> Any:
-        k, frac = _uniform_knot(jnp, x, x0, dx, fp.shape[-1])
-        i = k.astype(jnp.int32)
-        lo = fp[i]
-        return lo + (fp[i + 1] - lo) * frac
+    def take(table: Any, index: Any) -> Any:
+        return table[jnp.asarray(index).astype(jnp.int32)]
+
+    @staticmethod
+    def searchsorted(sorted_table: Any, values: Any) -> Any:
+        return jnp.searchsorted(sorted_table, values, side="right")
+
+    @staticmethod
+    def fori_loop(n: int, body: Callable[[int, Any], Any], init: Any) -> Any:
+        return jax.lax.fori_loop(0, n, body, init)
 
 
 BACKEND = Backend("numpyro", jnp, JaxSpecial())

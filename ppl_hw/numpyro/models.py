@@ -29,15 +29,19 @@ def mlp_classifier(
     prior_scale: float = 1.0,
     activation: str = "tanh",
     batch_size: int | None = None,
+    weight_prior=None,
 ):
-    check_mlp_args(x, hidden, num_classes, prior_scale, activation, batch_size)
+    check_mlp_args(
+        x, hidden, num_classes, prior_scale, activation, batch_size, weight_prior
+    )
     act = _ACTIVATIONS[activation]
     n = x.shape[0]
     sizes = layer_sizes(x.shape[-1], hidden, num_classes)
     params = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         prior = dist.Normal(0.0, prior_scale)
-        w = numpyro.sample(f"w{i}", prior.expand([fan_in, fan_out]).to_event(2))
+        w_prior = prior if weight_prior is None else weight_prior
+        w = numpyro.sample(f"w{i}", w_prior.expand([fan_in, fan_out]).to_event(2))
         b = numpyro.sample(f"b{i}", prior.expand([fan_out]).to_event(1))
         params.append((w, b))
     with numpyro.plate("data", n, subsample_size=batch_size):

@@ -8,26 +8,26 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from ..core.backend import Backend, _uniform_knot
+from ..core.backend import Backend, SpecialBase
 
 __all__ = ["BACKEND", "TorchSpecial"]
 
 _SQRT_HALF = math.sqrt(0.5)
 
 
-class TorchSpecial:
+class TorchSpecial(SpecialBase):
     """:class:`~ppl_hw.core.backend.Special` for torch tensors (``torch.special``)."""
 
+    xp = xp
     erf = staticmethod(torch.special.erf)
+    ndtri = staticmethod(torch.special.ndtri)
+    log_ndtr = staticmethod(torch.special.log_ndtr)
 
     @staticmethod
     def ndtr(x: Any) -> Any:
         # torch.special.ndtr underflows to 0 below x = -8 (float64); erfc keeps the
         # relative precision of the lower tail.
         return 0.5 * torch.special.erfc(x * -_SQRT_HALF)
-
-    ndtri = staticmethod(torch.special.ndtri)
-    log_ndtr = staticmethod(torch.special.log_ndtr)
 
     @staticmethod
     def logsumexp(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
@@ -37,11 +37,13 @@ class TorchSpecial:
         return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
     @staticmethod
-    def interp_uniform(x: Any, x0: float, dx: float, fp: Any) -> Any:
-        k, frac = _uniform_knot(xp, x, x0, dx, fp.shape[-1])
-        i = k.long()
-        lo = fp[i]
-        return lo + (fp[i + 1] - lo) * frac
+    def take(table: Any, index: Any) -> Any:
+        return table[torch.as_tensor(index).long()]
+
+    @staticmethod
+    def searchsorted(sorted_table: Any, values: Any) -> Any:
+        values = torch.as_tensor(values, dtype=sorted_table.dtype)
+        return torch.searchsorted(sorted_table, values.contiguous(), right=True)
 
 
 BACKEND = Backend("pyro", xp, TorchSpecial())

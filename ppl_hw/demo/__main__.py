@@ -1,0 +1,5 @@
+"""``python -m ppl_hw.demo``."""
+
+from . import main
+
+main()

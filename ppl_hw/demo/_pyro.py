@@ -1,0 +1,76 @@
+"""The demo's Pyro jobs."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI, Predictive, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoNormal, init_to_uniform
+from tqdm.auto import trange
+
+from ..datasets import Split
+from ..pyro.distributions import SpikeAndSlab
+from ..pyro.models import mlp_classifier
+from ._common import SPIKE_AND_SLAB, DemoConfig, Row, evaluate
+
+__all__ = ["JOBS"]
+
+
+def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(cfg.seed)
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    # NumPyro's default initialisation (Pyro's, init_to_feasible, starts every weight
+    # at 0, inside the spike of a spike-and-slab prior, where it stays)
+    guide = AutoNormal(model, init_loc_fn=init_to_uniform)
+    svi = SVI(
+        model, guide, pyro.optim.Adam({"lr": cfg.learning_rate}), TraceMeanField_ELBO()
+    )
+    steps = trange(cfg.steps, disable=not cfg.progress, desc=f"pyro {desc}")
+    for step in steps:
+        loss = svi.step(x, y)
+        if step % 100 == 0:
+            steps.set_postfix(loss=f"{loss:.4g}")
+    predictive = Predictive(
+        model, guide=guide, num_samples=cfg.num_samples, return_sites=["logits"]
+    )
+    with torch.no_grad():
+        logits = predictive(torch.as_tensor(data.x_test))["logits"]
+        probs = torch.softmax(logits, dim=-1).mean(dim=0)
+    return guide, probs.numpy()
+
+
+def autonormal(data: Split, cfg: DemoConfig) -> Row:
+    start = time.perf_counter()
+    _, probs = _fit_predict(mlp_classifier, data, cfg, "AutoNormal")
+    return evaluate("pyro", "AutoNormal", probs, data, time.perf_counter() - start)
+
+
+def spike_and_slab(data: Split, cfg: DemoConfig) -> Row:
+    start = time.perf_counter()
+    prior = SpikeAndSlab(*SPIKE_AND_SLAB)
+    model = functools.partial(mlp_classifier, weight_prior=prior)
+    guide, probs = _fit_predict(model, data, cfg, "SpikeAndSlab prior")
+    with torch.no_grad():
+        median = guide.median()
+        incl = torch.cat(
+            [
+                prior.inclusion_prob(w).reshape(-1)
+                for k, w in median.items()
+                if k.startswith("w")
+            ]
+        )
+    return evaluate(
+        "pyro",
+        "AutoNormal, SpikeAndSlab prior",
+        probs,
+        data,
+        time.perf_counter() - start,
+        sparsity=float((incl < 0.5).double().mean()),
+    )
+
+
+JOBS = [autonormal, spike_and_slab]

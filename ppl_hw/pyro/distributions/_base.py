@@ -1,0 +1,29 @@
+"""Shared Pyro plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._backend import BACKEND
+
+__all__ = ["BACKEND", "broadcast_params", "uniform_open"]
+
+
+def broadcast_params(*values: Any) -> tuple[torch.Tensor, ...]:
+    """Tensors of a common dtype (float: the default dtype unless a tensor says
+    otherwise) broadcast to a common shape."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    dtype = tensors[0].dtype if tensors else torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    device = tensors[0].device if tensors else None
+    out = [torch.as_tensor(v, dtype=dtype, device=device) for v in values]
+    return tuple(torch.broadcast_tensors(*out))
+
+
+def uniform_open(shape: Any, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """Uniform draws in (0, 1): never exactly 0, so inverse cdfs stay finite."""
+    u = torch.rand(shape, dtype=dtype, device=device)
+    return u.clamp_(min=torch.finfo(dtype).tiny)
