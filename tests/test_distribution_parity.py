@@ -141,7 +141,11 @@ def test_empirical_noise_log_prob_finite_for_every_finite_float32(backend):
     big = np.finfo(np.float32).max
     x = np.array([-big, -1e30, -1e5, -7.0, 0.0, 7.0, 1e5, 1e30, big], np.float32)
     a, b = pair(np.float32, "mtj")
-    out = a.log_prob(jnp.asarray(x)) if backend == "numpyro" else b.log_prob(torch.as_tensor(x))
+    out = (
+        a.log_prob(jnp.asarray(x))
+        if backend == "numpyro"
+        else b.log_prob(torch.as_tensor(x))
+    )
     assert np.all(np.isfinite(np.asarray(out)))
 
 
@@ -154,16 +158,24 @@ def test_empirical_noise_accepts_numpy_jax_and_torch_samples(kind):
         ref = module.EmpiricalNoise(s).table
         # JAX arrays arrive in float32 (x64 off): the fit differs by that rounding only
         tol = 1e-5 if kind == "jax" else 0.0
-        np.testing.assert_allclose(t.density, ref.density, rtol=tol, atol=tol * ref.density.max())
+        np.testing.assert_allclose(
+            t.density, ref.density, rtol=tol, atol=tol * ref.density.max()
+        )
 
 
 def test_with_noise_keeps_means_and_scales():
     a, b = pair(np.float32, "mtj")
     u = nd.EmpiricalNoise(noise_samples("uniform"))
-    d = nd.DeviceNoise(jnp.asarray(DEVICE_LOC), jnp.asarray(DEVICE_SCALE), a).with_noise(u)
+    d = nd.DeviceNoise(
+        jnp.asarray(DEVICE_LOC), jnp.asarray(DEVICE_SCALE), a
+    ).with_noise(u)
     assert d.noise is u
     np.testing.assert_allclose(d.mean, DEVICE_LOC.astype(np.float32))
-    np.testing.assert_allclose(d.variance, (DEVICE_SCALE**2).astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(
+        d.variance, (DEVICE_SCALE**2).astype(np.float32), rtol=1e-6
+    )
     pu = pd.EmpiricalNoise.from_table(u.table)
-    e = pd.DeviceNoise(torch.as_tensor(DEVICE_LOC), torch.as_tensor(DEVICE_SCALE), b).with_noise(pu)
+    e = pd.DeviceNoise(
+        torch.as_tensor(DEVICE_LOC), torch.as_tensor(DEVICE_SCALE), b
+    ).with_noise(pu)
     assert e.noise is pu and torch.equal(e.loc, torch.as_tensor(DEVICE_LOC))
