@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy ppl_hw/core ppl_hw/metrics.py ppl_hw/datasets.py
+	$(BIN)/mypy ppl_hw/core ppl_hw/config.py ppl_hw/metrics.py ppl_hw/datasets.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -36,6 +36,7 @@ autodoc_typehints = "description"
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
+html_static_path = ["_static"]
 html_title = f"ppl_hw {release}"
 
 

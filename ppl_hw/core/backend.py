@@ -64,6 +64,9 @@ class Special(Protocol):
     def fori_loop(self, n: int, body: Callable[[int, Any], Any], init: Any) -> Any:
         """``for i in range(n): carry = body(i, carry)`` (``lax.fori_loop`` on JAX)."""
 
+    def stop_gradient(self, x: Any) -> Any:
+        """``x``, with no gradient flowing through it (identity on NumPy)."""
+
 
 def uniform_cell(xp: Any, x: Any, x0: float, dx: float, n: int) -> tuple[Any, Any, Any]:
     """For knots ``x0 + k dx`` (``k < n``): the index ``k`` (as float) of the cell that
@@ -119,6 +122,10 @@ class NumpySpecial(SpecialBase):
     @staticmethod
     def searchsorted(sorted_table: Any, values: Any) -> Any:
         return np.searchsorted(sorted_table, values, side="right")
+
+    @staticmethod
+    def stop_gradient(x: Any) -> Any:
+        return x
 
 
 @dataclass(frozen=True)

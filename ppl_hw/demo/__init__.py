@@ -11,6 +11,8 @@ options). It
   (backend, method, test accuracy, NLL, ECE, sparsity, time), where sparsity is the
   share of weights whose posterior slab probability (at the posterior median) is
   below 0.5;
+* deploys the ``AutoNormal`` posterior on a simulated PCM crossbar
+  (``crossbar(..., device=PCM())``) read 1 s, 1 day and 1 year after programming;
 
 and writes the tables, as Markdown and JSON, to an output folder whose path it prints.
 """
@@ -52,7 +54,12 @@ def run(cfg: DemoConfig) -> tuple[list[NoiseRow], list[Row]]:
     """Run the demo for ``cfg``: the noise-shape rows and the main table's rows."""
     noise = noise_rows(cfg)
     data = load_digits()
-    rows = [job(data, cfg) for backend in cfg.backends for job in _jobs(backend)]
+    rows = [
+        row
+        for backend in cfg.backends
+        for job in _jobs(backend)
+        for row in job(data, cfg)
+    ]
     return noise, rows
 
 

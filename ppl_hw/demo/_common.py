@@ -9,7 +9,16 @@ import numpy as np
 from .. import metrics
 from ..datasets import Split
 
-__all__ = ["BACKENDS", "SIZES", "DemoConfig", "NoiseRow", "Row", "evaluate"]
+__all__ = [
+    "BACKENDS",
+    "DEPLOY_TIMES",
+    "SIZES",
+    "SPIKE_AND_SLAB",
+    "DemoConfig",
+    "NoiseRow",
+    "Row",
+    "evaluate",
+]
 
 SIZES = {
     # name: (SVI steps, learning rate, posterior predictive samples, noise samples)
@@ -19,6 +28,9 @@ SIZES = {
 """Run sizes of the demo: ``(svi_steps, learning_rate, num_samples, noise_samples)``."""
 
 BACKENDS = ("numpyro", "pyro")
+
+DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
+"""Times since programming at which the demo reads the PCM crossbar."""
 
 SPIKE_AND_SLAB = (0.5, 0.05, 1.0)
 """The demo's spike-and-slab weight prior: slab weight, spike scale, slab scale."""

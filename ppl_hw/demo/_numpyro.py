@@ -12,11 +12,25 @@ from numpyro.infer import SVI, Predictive, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ..datasets import Split
+from ..devices import PCM
 from ..numpyro.distributions import SpikeAndSlab
+from ..numpyro.handlers import crossbar
 from ..numpyro.models import mlp_classifier
-from ._common import SPIKE_AND_SLAB, DemoConfig, Row, evaluate
+from ._common import DEPLOY_TIMES, SPIKE_AND_SLAB, DemoConfig, Row, evaluate
 
 __all__ = ["JOBS"]
+
+
+def _predict(model, guide, params, data: Split, cfg: DemoConfig, key):
+    predictive = Predictive(
+        model,
+        guide=guide,
+        params=params,
+        num_samples=cfg.num_samples,
+        return_sites=["logits"],
+    )
+    logits = predictive(key, jnp.asarray(data.x_test))["logits"]
+    return jax.block_until_ready(jax.nn.softmax(logits, axis=-1).mean(axis=0))
 
 
 def _fit_predict(model, data: Split, cfg: DemoConfig):
@@ -27,25 +41,31 @@ def _fit_predict(model, data: Split, cfg: DemoConfig):
     key_train, key_pred = jax.random.split(jax.random.PRNGKey(cfg.seed))
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     result = svi.run(key_train, cfg.steps, x, y, progress_bar=cfg.progress)
-    predictive = Predictive(
-        model,
-        guide=guide,
-        params=result.params,
-        num_samples=cfg.num_samples,
-        return_sites=["logits"],
-    )
-    logits = predictive(key_pred, jnp.asarray(data.x_test))["logits"]
-    probs = jax.block_until_ready(jax.nn.softmax(logits, axis=-1).mean(axis=0))
+    probs = _predict(model, guide, result.params, data, cfg, key_pred)
     return guide, result.params, probs
 
 
-def autonormal(data: Split, cfg: DemoConfig) -> Row:
+def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoNormal, then the same posterior deployed on a PCM crossbar."""
     start = time.perf_counter()
-    _, _, probs = _fit_predict(mlp_classifier, data, cfg)
-    return evaluate("numpyro", "AutoNormal", probs, data, time.perf_counter() - start)
+    guide, params, probs = _fit_predict(mlp_classifier, data, cfg)
+    rows = [evaluate("numpyro", "AutoNormal", probs, data, time.perf_counter() - start)]
+    for label, t in DEPLOY_TIMES.items():
+        start = time.perf_counter()
+        chip = crossbar(mlp_classifier, device=PCM(), t_inference=t, seed=cfg.seed)
+        probs = _predict(
+            chip, guide, params, data, cfg, jax.random.PRNGKey(cfg.seed + 1)
+        )
+        seconds = time.perf_counter() - start
+        rows.append(
+            evaluate("numpyro", f"AutoNormal on PCM, t = {label}", probs, data, seconds)
+        )
+    return rows
 
 
-def spike_and_slab(data: Split, cfg: DemoConfig) -> Row:
+def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoNormal with spike-and-slab weight priors; sparsity from inclusion
+    probabilities at the posterior median."""
     start = time.perf_counter()
     prior = SpikeAndSlab(*SPIKE_AND_SLAB)
     model = functools.partial(mlp_classifier, weight_prior=prior)
@@ -58,14 +78,10 @@ def spike_and_slab(data: Split, cfg: DemoConfig) -> Row:
             if k.startswith("w")
         ]
     )
-    return evaluate(
-        "numpyro",
-        "AutoNormal, SpikeAndSlab prior",
-        probs,
-        data,
-        time.perf_counter() - start,
-        sparsity=float(jnp.mean(incl < 0.5)),
-    )
+    seconds = time.perf_counter() - start
+    sparsity = float(jnp.mean(incl < 0.5))
+    method = "AutoNormal, SpikeAndSlab prior"
+    return [evaluate("numpyro", method, probs, data, seconds, sparsity=sparsity)]
 
 
 JOBS = [autonormal, spike_and_slab]

@@ -12,11 +12,22 @@ from pyro.infer.autoguide import AutoNormal, init_to_uniform
 from tqdm.auto import trange
 
 from ..datasets import Split
+from ..devices import PCM
 from ..pyro.distributions import SpikeAndSlab
 from ..pyro.models import mlp_classifier
-from ._common import SPIKE_AND_SLAB, DemoConfig, Row, evaluate
+from ..pyro.poutine import crossbar
+from ._common import DEPLOY_TIMES, SPIKE_AND_SLAB, DemoConfig, Row, evaluate
 
 __all__ = ["JOBS"]
+
+
+def _predict(model, guide, data: Split, cfg: DemoConfig):
+    predictive = Predictive(
+        model, guide=guide, num_samples=cfg.num_samples, return_sites=["logits"]
+    )
+    with torch.no_grad():
+        logits = predictive(torch.as_tensor(data.x_test))["logits"]
+        return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
 
 
 def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str):
@@ -34,22 +45,29 @@ def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str):
         loss = svi.step(x, y)
         if step % 100 == 0:
             steps.set_postfix(loss=f"{loss:.4g}")
-    predictive = Predictive(
-        model, guide=guide, num_samples=cfg.num_samples, return_sites=["logits"]
-    )
-    with torch.no_grad():
-        logits = predictive(torch.as_tensor(data.x_test))["logits"]
-        probs = torch.softmax(logits, dim=-1).mean(dim=0)
-    return guide, probs.numpy()
+    return guide, _predict(model, guide, data, cfg)
 
 
-def autonormal(data: Split, cfg: DemoConfig) -> Row:
+def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoNormal, then the same posterior deployed on a PCM crossbar."""
     start = time.perf_counter()
-    _, probs = _fit_predict(mlp_classifier, data, cfg, "AutoNormal")
-    return evaluate("pyro", "AutoNormal", probs, data, time.perf_counter() - start)
+    guide, probs = _fit_predict(mlp_classifier, data, cfg, "AutoNormal")
+    rows = [evaluate("pyro", "AutoNormal", probs, data, time.perf_counter() - start)]
+    for label, t in DEPLOY_TIMES.items():
+        start = time.perf_counter()
+        pyro.set_rng_seed(cfg.seed + 1)
+        chip = crossbar(mlp_classifier, device=PCM(), t_inference=t, seed=cfg.seed)
+        probs = _predict(chip, guide, data, cfg)
+        seconds = time.perf_counter() - start
+        rows.append(
+            evaluate("pyro", f"AutoNormal on PCM, t = {label}", probs, data, seconds)
+        )
+    return rows
 
 
-def spike_and_slab(data: Split, cfg: DemoConfig) -> Row:
+def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoNormal with spike-and-slab weight priors; sparsity from inclusion
+    probabilities at the posterior median."""
     start = time.perf_counter()
     prior = SpikeAndSlab(*SPIKE_AND_SLAB)
     model = functools.partial(mlp_classifier, weight_prior=prior)
@@ -63,14 +81,10 @@ def spike_and_slab(data: Split, cfg: DemoConfig) -> Row:
                 if k.startswith("w")
             ]
         )
-    return evaluate(
-        "pyro",
-        "AutoNormal, SpikeAndSlab prior",
-        probs,
-        data,
-        time.perf_counter() - start,
-        sparsity=float((incl < 0.5).double().mean()),
-    )
+    seconds = time.perf_counter() - start
+    sparsity = float((incl < 0.5).double().mean())
+    method = "AutoNormal, SpikeAndSlab prior"
+    return [evaluate("pyro", method, probs, data, seconds, sparsity=sparsity)]
 
 
 JOBS = [autonormal, spike_and_slab]

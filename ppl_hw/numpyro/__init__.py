@@ -1,9 +1,11 @@
 """ppl_hw for NumPyro (JAX).
 
 Submodules: :mod:`~ppl_hw.numpyro.distributions` (device noise, discrete weights,
-spike-and-slab) and :mod:`~ppl_hw.numpyro.models` (ready-made models).
+spike-and-slab), :mod:`~ppl_hw.numpyro.handlers` (the crossbar handler),
+:mod:`~ppl_hw.numpyro.nn` (crossbar-aware network primitives) and
+:mod:`~ppl_hw.numpyro.models` (ready-made models).
 """
 
-from . import distributions, models
+from . import distributions, handlers, models, nn
 
-__all__ = ["distributions", "models"]
+__all__ = ["distributions", "handlers", "models", "nn"]

@@ -42,6 +42,8 @@ class JaxSpecial(SpecialBase):
     def searchsorted(sorted_table: Any, values: Any) -> Any:
         return jnp.searchsorted(sorted_table, values, side="right")
 
+    stop_gradient = staticmethod(jax.lax.stop_gradient)
+
     @staticmethod
     def fori_loop(n: int, body: Callable[[int, Any], Any], init: Any) -> Any:
         return jax.lax.fori_loop(0, n, body, init)

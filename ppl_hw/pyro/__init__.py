@@ -1,9 +1,11 @@
 """ppl_hw for Pyro (PyTorch): the same public names as :mod:`ppl_hw.numpyro`.
 
 Submodules: :mod:`~ppl_hw.pyro.distributions` (device noise, discrete weights,
-spike-and-slab) and :mod:`~ppl_hw.pyro.models` (ready-made models).
+spike-and-slab), :mod:`~ppl_hw.pyro.poutine` (the crossbar handler),
+:mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives) and
+:mod:`~ppl_hw.pyro.models` (ready-made models).
 """
 
-from . import distributions, models
+from . import distributions, models, nn, poutine
 
-__all__ = ["distributions", "models"]
+__all__ = ["distributions", "models", "nn", "poutine"]

@@ -45,5 +45,9 @@ class TorchSpecial(SpecialBase):
         values = torch.as_tensor(values, dtype=sorted_table.dtype)
         return torch.searchsorted(sorted_table, values.contiguous(), right=True)
 
+    @staticmethod
+    def stop_gradient(x: Any) -> Any:
+        return x.detach()
+
 
 BACKEND = Backend("pyro", xp, TorchSpecial())

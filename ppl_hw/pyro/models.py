@@ -13,6 +13,7 @@ import pyro.distributions as dist
 import torch
 
 from .._models import MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
+from . import nn
 
 __all__ = ["mlp_classifier"]
 
@@ -47,7 +48,7 @@ def mlp_classifier(
     with pyro.plate("data", n, subsample_size=batch_size):
         h = pyro.subsample(x, event_dim=1)
         for i, (w, b) in enumerate(params):
-            h = h @ w + b
+            h = nn.dense(h, w, b)
             if i < len(params) - 1:
                 h = act(h)
         logits = pyro.deterministic("logits", h)

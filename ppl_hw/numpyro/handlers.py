@@ -1,0 +1,227 @@
+"""NumPyro effect handlers of ppl_hw: :class:`crossbar`."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro
+from numpyro.distributions import constraints
+from numpyro.primitives import _PYRO_STACK, Messenger
+
+from .. import _crossbar_common as cc
+from ..config import Device
+from ..core import crossbar as cx
+from ._backend import BACKEND
+from .distributions import DiscreteWeight
+
+__all__ = ["crossbar"]
+
+_xp, _sp = BACKEND.xp, BACKEND.special
+_WRAPPERS = (
+    numpyro.distributions.Independent,
+    numpyro.distributions.ExpandedDistribution,
+    numpyro.distributions.MaskedDistribution,
+)
+
+
+def _site_kind(msg: dict) -> tuple[bool, tuple[float, ...] | None, Any]:
+    return cc.site_kind(
+        msg,
+        wrappers=_WRAPPERS,
+        discrete=DiscreteWeight,
+        independent=constraints.independent,
+        real=type(constraints.real),
+    )
+
+
+_LATENT = cc.LATENT_MARK
+
+
+def _is_latent(msg: dict) -> bool:
+    """A latent site of the model: not observed by the model itself (a value given by
+    an outer ``condition`` or ``substitute`` still counts as latent), not enumerated."""
+    return (
+        msg["type"] == "sample"
+        and (not msg["is_observed"] or bool(msg.get("infer", {}).get(_LATENT)))
+        and not msg.get("infer", {}).get("enumerate")
+    )
+
+
+def _draws(
+    key: Any, names: tuple[str, ...], shape: tuple[int, ...], binary: bool, dtype: Any
+):
+    shapes = cx.draw_shapes(names, shape, binary)
+    keys = jax.random.split(key, max(len(shapes), 1))
+    out = {}
+    for k, (name, s) in zip(keys, shapes.items(), strict=False):
+        if cx.DRAW_KINDS[name] == "normal":
+            out[name] = jax.random.normal(k, s, dtype)
+        else:
+            out[name] = jax.random.uniform(k, s, dtype)
+    return out
+
+
+class crossbar(cc.CrossbarState, Messenger):
+    r"""Run a model on a simulated analog crossbar.
+
+    The value of each selected **latent** sample site — sampled, or set by an outer
+    ``substitute`` / ``condition`` / ``Predictive`` — is replaced, as the model
+    receives it, by what a programmed crossbar returns when read ``t_inference``
+    seconds after programming (:func:`ppl_hw.core.crossbar.crossbar_weights`:
+    differential-pair mapping, quantisation, stuck-at faults, programming noise,
+    drift with optional compensation, read noise). Observed sites, plate index sites
+    and deterministic sites are never touched.
+
+    The site itself keeps the intended value in traces and log densities: the chip
+    sits between the latent weights and the computation that uses them, so an ELBO
+    under the handler is that of the model whose likelihood sees the chip (correct for
+    hardware-aware training), and ``Predictive`` reports the posterior samples it was
+    given. ``record=True`` adds a deterministic site ``"<name>_chip"`` with the weights
+    the chip holds. Inside the handler, :func:`ppl_hw.numpyro.nn.dense` and
+    :func:`~ppl_hw.numpyro.nn.conv2d` run through the converters of ``device``
+    (:func:`~ppl_hw.core.crossbar.analog_matvec`); outside it they are exact.
+
+    Wrap the **model**, not a whole ``Predictive``, so each model site is perturbed
+    exactly once and guide sites never::
+
+        chip = crossbar(model, device=devices.PCM(), t_inference=3600.0, seed=0)
+        Predictive(chip, guide=guide, params=params, num_samples=100)(key, x_test)
+
+    **Chip semantics.** Programming noise, stuck-at faults, drift exponents and MTJ
+    write errors belong to one programmed chip: with ``reprogram="once"`` they are
+    drawn from NumPy, keyed by ``seed`` and the site name (so the NumPyro and the Pyro
+    handler program the same chip, and every read and posterior sample sees it); with
+    ``"per_sample"`` they are drawn anew at every execution of the model (a new chip
+    per posterior sample). Read noise, read disturbs and converter output noise are
+    fresh at every read (every execution), from the enclosing ``seed`` handler (or
+    ``Predictive``'s keys); where there is none (e.g. a potential function evaluated
+    during initialisation), from a fixed key of ``seed`` and the site name.
+
+    :param fn: the model (or ``None`` to use the handler as a context manager).
+    :param device: the :class:`~ppl_hw.config.Device` (e.g. ``ppl_hw.devices.PCM()``).
+    :param sites: which sites: ``None`` (every latent real-valued or
+        ``DiscreteWeight`` site), a list of names, a dict name -> ``Device`` (per-site
+        devices) or a callable ``(msg) -> Device | None`` like
+        ``numpyro.handlers.reparam``'s ``config``.
+    :param t_inference: seconds since programming, ``>= 0``.
+    :param seed: the chip's seed.
+    :param reprogram: ``"once"`` or ``"per_sample"``.
+    :param record: also record the chip's weights as deterministic sites
+        ``"<name>_chip"``.
+
+    Bad arguments raise at construction; unknown site names (the error lists the
+    model's latent sites) and sites the device cannot hold (e.g. ``MTJ`` on a
+    real-valued site without ``binarize``) raise at the first call, from a dry trace,
+    before anything is sampled. ``applications`` counts, per site, how many times the
+    handler perturbed it (at trace time, under ``jit`` / ``vmap``).
+    """
+
+    def __init__(
+        self,
+        fn: Any = None,
+        *,
+        device: Device,
+        sites: Any = None,
+        t_inference: float = 0.0,
+        seed: int = 0,
+        reprogram: str = "once",
+        record: bool = False,
+    ):
+        self._init_state(device, sites, t_inference, seed, reprogram, record)
+        super().__init__(fn)
+
+    _site_kind = staticmethod(_site_kind)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._checked and self.fn is not None:
+            dry = numpyro.handlers.trace(numpyro.handlers.seed(self.fn, 0))
+            with numpyro.handlers.block():
+                tr = dry.get_trace(*args, **kwargs)
+            self._check({n: s for n, s in tr.items() if _is_latent(s)})
+        return super().__call__(*args, **kwargs)
+
+    def __enter__(self) -> crossbar:
+        self._seen = set()
+        return super().__enter__()
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        super().__exit__(exc_type, exc_value, traceback)
+        self._after_block(exc_type is None)
+
+    # -- the effect ------------------------------------------------------------
+    def process_message(self, msg: dict) -> None:
+        # innermost handler: is_observed still says what the model itself observed
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["infer"] = {**msg.get("infer", {}), _LATENT: True}
+
+    def _key(self, name: str) -> Any:
+        """A key from the enclosing seed handler; without one (e.g. a potential
+        function evaluated for initialisation), a fixed key of the chip seed and the
+        site name, so that the model still runs."""
+        key = numpyro.prng_key()
+        if key is None:
+            key = jax.random.fold_in(
+                jax.random.PRNGKey(self.spec.seed), zlib.crc32(name.encode())
+            )
+        return key
+
+    def postprocess_message(self, msg: dict) -> None:
+        if not _is_latent(msg):
+            return
+        plan = self._plan(msg)
+        if plan is None:
+            return
+        name, (dev, grid) = msg["name"], plan
+        value = jnp.asarray(msg["value"])
+        shape, dtype = tuple(value.shape), value.dtype
+        key = None
+        if self.spec.reprogram == "per_sample" or dev.read_draws:
+            key = self._key(name)
+        if self.spec.reprogram == "once":
+            chip = {
+                k: jnp.asarray(v, dtype)
+                for k, v in self._chip_numpy(name, shape, dev).items()
+            }
+        else:
+            key, sub = jax.random.split(key)
+            chip = _draws(sub, dev.chip_draws, shape, dev.binary, dtype)
+        read = (
+            _draws(key, dev.read_draws, shape, dev.binary, dtype)
+            if dev.read_draws
+            else {}
+        )
+        msg["value"] = cx.crossbar_weights(
+            value,
+            dev,
+            self.spec.t_inference,
+            chip,
+            read,
+            xp=_xp,
+            special=_sp,
+            grid=grid,
+        )
+        self.applications[name] += 1
+        if self.spec.record:
+            numpyro.deterministic(name + cc.CHIP_SUFFIX, msg["value"])
+
+    # -- used by ppl_hw.numpyro.nn ---------------------------------------------
+    def matvec(self, x: Any, w: Any) -> Any:
+        """``x @ w`` through the converters of ``device`` (fresh output noise)."""
+        dev = self.spec.device
+        out = None
+        if dev.out_noise:
+            key = self._key("matvec")
+            shape = (*x.shape[:-1], w.shape[-1])
+            out = jax.random.normal(key, shape, jnp.result_type(x, w))
+        return cx.analog_matvec(x, w, dev, out, xp=_xp, special=_sp)
+
+
+def active_crossbar() -> crossbar | None:
+    """The innermost active :class:`crossbar` handler, if any."""
+    for handler in reversed(_PYRO_STACK):
+        if isinstance(handler, crossbar):
+            return handler
+    return None

@@ -1,0 +1,70 @@
+"""Network primitives that know about the crossbar (Pyro / PyTorch).
+
+Outside a :func:`~ppl_hw.pyro.poutine.crossbar` handler they compute exactly
+(``x @ w + b``, ``torch.nn.functional.conv2d``); inside one whose device has converter
+effects, every matrix-vector product goes through the tile periphery of
+:func:`ppl_hw.core.crossbar.analog_matvec` (DAC, IR drop, output noise, ADC). The
+same names and layouts as :mod:`ppl_hw.numpyro.nn`: dense weights ``(in, out)``,
+images ``NCHW``, kernels ``OIHW``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .._nn_common import conv_geometry
+from .poutine import active_crossbar
+
+__all__ = ["conv2d", "dense"]
+
+
+def dense(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x @ w + b``; through the crossbar's converters inside the handler.
+
+    :param x: inputs, shape ``(..., in)``.
+    :param w: weights, shape ``(in, out)``.
+    :param b: optional bias, shape ``(out,)`` (added digitally).
+    """
+    cb = active_crossbar()
+    if cb is not None and cb.device.converter_effects_on:
+        y = cb.matvec(x, w)
+    else:
+        y = x @ w
+    return y if b is None else y + b
+
+
+def conv2d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+) -> torch.Tensor:
+    """2-D convolution (cross-correlation); through the crossbar's converters inside
+    the handler (each input patch is one matrix-vector product).
+
+    :param x: images, shape ``(N, C, H, W)``.
+    :param w: kernels, shape ``(O, C, kh, kw)``.
+    :param b: optional bias, shape ``(O,)``.
+    :param stride: an int or ``(sh, sw)``.
+    :param padding: an int or ``(ph, pw)`` of zeros on each side.
+    """
+    strides, pads = conv_geometry(stride, padding)
+    cb = active_crossbar()
+    if cb is not None and cb.device.converter_effects_on:
+        n, _, h, wd = x.shape
+        o, c, kh, kw = w.shape
+        cols = F.unfold(x, (kh, kw), padding=pads, stride=strides)  # (N, C*kh*kw, L)
+        y = cb.matvec(cols.transpose(1, 2), w.reshape(o, c * kh * kw).T)  # (N, L, O)
+        oh = (h + 2 * pads[0] - kh) // strides[0] + 1
+        ow = (wd + 2 * pads[1] - kw) // strides[1] + 1
+        y = y.transpose(1, 2).reshape(n, o, oh, ow)
+    else:
+        y = F.conv2d(x, w, stride=strides, padding=pads)
+    return y if b is None else y + b.reshape(1, -1, 1, 1)
