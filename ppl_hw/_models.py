@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ACTIVATIONS", "MLP_CLASSIFIER_DOC", "check_mlp_args", "layer_sizes"]
+__all__ = [
+    "ACTIVATIONS",
+    "BINARY_MLP_DOC",
+    "MLP_CLASSIFIER_DOC",
+    "check_mlp_args",
+    "layer_sizes",
+]
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -70,3 +76,33 @@ def check_mlp_args(
         )
     if batch_size is not None and not 1 <= int(batch_size) <= x.shape[0]:
         raise ValueError(f"batch_size must be in [1, N={x.shape[0]}], got {batch_size}")
+
+
+BINARY_MLP_DOC = r"""Binary Bayesian MLP for classification: sign weights, sign
+    activations and a per-output-channel scale in every layer (the network of scale
+    dropout, Ahmed et al. 2023).
+
+    .. math::
+
+        h_{{l+1}} = \mathrm{{sign}}\big(\alpha_l \odot
+            (h_l\,\mathrm{{sign}}(W_l))/\sqrt{{n_l}} + b_l\big),
+        \qquad \mathrm{{logits}} = \alpha_L \odot
+            (h_L\,\mathrm{{sign}}(W_L))/\sqrt{{n_L}} + b_L,
+
+    with :math:`n_l` the layer's fan-in, real latent weights ``w<l>`` (only their signs
+    act; straight-through gradients), scales ``scale<l>`` and biases ``b<l>``, all
+    with ``Normal(0, s)`` priors except the scales, ``Normal(1, s)``. Inputs are used
+    as given (real) in the first layer. ``AutoScaleDropout`` finds the ``scale<l>``
+    sites by name.
+
+    :param x: inputs, {array} of shape ``(N, D)``.
+    :param y: integer labels, shape ``(N,)``, or ``None`` to predict.
+    :param hidden: widths of the hidden layers.
+    :param num_classes: number of classes.
+    :param prior_scale: prior standard deviation ``s``.
+    :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
+
+    **Example**::
+
+{example}
+    """

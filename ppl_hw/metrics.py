@@ -134,7 +134,9 @@ def mutual_information(prob_samples: Any) -> np.ndarray:
     return _entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0)
 
 
-def energy_distance(x: Any, y: Any, axis: int = 0) -> np.ndarray | float:
+def energy_distance(
+    x: Any, y: Any, axis: int = 0, *, squared: bool = False, unbiased: bool = False
+) -> np.ndarray | float:
     r"""Energy distance between two 1-D samples, batched over the other axes.
 
     .. math::
@@ -148,11 +150,25 @@ def energy_distance(x: Any, y: Any, axis: int = 0) -> np.ndarray | float:
     cdfs in O(n log n) per column, so it can compare e.g. the predictive samples at
     every test input at once.
 
+    With ``squared=True`` the energy statistic :math:`D^2` itself is returned; with
+    ``unbiased=True`` (which needs ``squared``) the within-sample terms are
+    U-statistics,
+    :math:`\frac{1}{n(n-1)}\sum_{i \ne j}|x_i - x_j|`, which removes the
+    :math:`O(1/n)` bias of the plug-in estimate: the result can then be negative, and
+    averages to zero when the two distributions agree — what a study comparing
+    small distances needs.
+
     :param x: samples of P along ``axis``.
     :param y: samples of Q along ``axis``; the other axes must match ``x``.
     :param axis: the sample axis.
+    :param squared: return :math:`D^2` instead of :math:`D`.
+    :param unbiased: U-statistic within-sample terms (needs ``squared=True``).
     :returns: a float for 1-D input, otherwise an array of the batch shape.
     """
+    if unbiased and not squared:
+        raise ValueError(
+            "unbiased=True estimates D^2, which can be negative: pass squared=True"
+        )
     a = np.moveaxis(_to_numpy(x, "x").astype(np.float64), axis, -1)
     b = np.moveaxis(_to_numpy(y, "y").astype(np.float64), axis, -1)
     if a.shape[:-1] != b.shape[:-1]:
@@ -171,8 +187,22 @@ def energy_distance(x: Any, y: Any, axis: int = 0) -> np.ndarray | float:
     knots = allv[..., :-1]
     fa = _searchsorted_right(a, knots) / a.shape[-1]
     fb = _searchsorted_right(b, knots) / b.shape[-1]
-    out = np.sqrt(2.0 * np.sum((fa - fb) ** 2 * widths, axis=-1))
+    d2 = 2.0 * np.sum((fa - fb) ** 2 * widths, axis=-1)
+    if unbiased:
+        n, m = a.shape[-1], b.shape[-1]
+        if n < 2 or m < 2:
+            raise ValueError("unbiased=True needs at least 2 samples of each")
+        # V-statistic E|X - X'| = sum_k (2k - n + 1) x_(k) * 2 / n^2 on sorted samples
+        d2 = d2 - _mean_abs_diff(a) / (n - 1) - _mean_abs_diff(b) / (m - 1)
+    out = d2 if squared else np.sqrt(d2)
     return float(out) if out.ndim == 0 else out
+
+
+def _mean_abs_diff(sorted_rows: np.ndarray) -> np.ndarray:
+    """Plug-in mean of |x_i - x_j| over all pairs (i, j), rows already sorted."""
+    n = sorted_rows.shape[-1]
+    k = np.arange(n)
+    return 2.0 * np.sum((2 * k - n + 1) * sorted_rows, axis=-1) / (n * n)
 
 
 def _searchsorted_right(sorted_rows: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -27,6 +27,12 @@ def pytest_configure(config):
 
     numpyro.enable_validation(True)
     pyro.enable_validation(True)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # One intra-op thread per xdist worker: two workers of two torch threads
+        # each on two cores spin against each other and run Pyro ~7x slower.
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from ppl_hw import demo
+from ppl_hw.demo._common import DEMO_KL_BUDGET_BITS
 
 
 def test_help_documents_the_options():
@@ -35,21 +36,23 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         "AutoNormal on PCM, t = 1 day",
         "AutoNormal on PCM, t = 1 year",
         "AutoNormal, SpikeAndSlab prior",
+        "AutoMeanKL, 20,000-bit budget",
+        "AutoDeviceNoise, MTJ shape",
     ]
     assert [(r.backend, r.method) for r in rows] == [
         (b, m) for b in ("numpyro", "pyro") for m in methods
     ]
     printed = capsys.readouterr().out
     assert (
-        "| backend | method | test accuracy | NLL | ECE | sparsity | time (s) |"
-        in printed
+        "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) |"
+        " time (s) |" in printed
     )
     assert "| generator | samples | bandwidth | mean | variance |" in printed
     for gen in ("gaussian_noise", "uniform_noise", "mtj_noise", "pcm_read_noise"):
         assert f"| {gen} |" in printed
     assert str(tmp_path.resolve()) in printed
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 10
+    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 14
     assert len(saved["noise"]) == 4
     for r in saved["noise"]:
         # the exact affine standardisation of EmpiricalNoise
@@ -60,6 +63,15 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         assert r.accuracy > 0.5 and r.nll > 0 and 0 <= r.ece <= 1
     sparsity = [r.sparsity for r in rows if "SpikeAndSlab" in r.method]
     assert all(0 < s < 1 for s in sparsity)
+    for r in rows:
+        if r.method.startswith("AutoMeanKL"):
+            # recomputed in float64 from the guide's (mu, sigma): the budget holds
+            # by construction, up to float32 rounding of the parameters
+            assert r.kl_bits == pytest.approx(DEMO_KL_BUDGET_BITS, rel=1e-4)
+        elif r.method in ("AutoNormal", "AutoDeviceNoise, MTJ shape"):
+            assert r.kl_bits > 0
+        else:
+            assert r.kl_bits is None
 
 
 @pytest.mark.parametrize("argv", [["--steps", "0"], ["--backend", "tensorflow"]])

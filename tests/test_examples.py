@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -32,3 +33,41 @@ def test_crossbar_drift_smoke(tmp_path):
             assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["ece"] <= 1.0
     assert (tmp_path / "crossbar_drift.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text()) == results
+
+
+@pytest.mark.slow
+def test_shape_insensitivity_smoke(tmp_path):
+    import scipy.stats
+
+    rows = _load("shape_insensitivity").main(["--smoke", "--output", str(tmp_path)])
+    assert set(rows) == {"trained", "prior"}
+    for setting, by_shape in rows.items():
+        for shape, r in by_shape.items():
+            assert r["widths"] == [1, 2, 8]
+            d2 = r["energy_distance"]
+            # the pass rule, from width 1: the predictives of different shapes converge
+            # as the layer widens (at widths 8-512 every value is at the Monte Carlo
+            # floor, ~1e-4, see docs/reproductions.md)
+            assert d2[-1] < d2[0] / 2, (setting, shape, d2)
+            assert scipy.stats.spearmanr(r["widths"], d2)[0] < 0, (setting, shape, d2)
+            assert abs(d2[-1]) < 1e-3  # insensitive to the shape at width 8
+    assert (tmp_path / "shape_insensitivity.png").exists()
+
+
+@pytest.mark.slow
+def test_meankl_vs_meanvar_smoke(tmp_path):
+    res = _load("meankl_vs_meanvar").main(["--smoke", "--output", str(tmp_path)])
+    budget = res["budget_nats"]
+    assert res["meankl"]["kl"] == pytest.approx(budget, rel=1e-5)  # by construction
+    kl_mv = res["meanvar"]["kl"]
+    assert kl_mv[-1] < kl_mv[0]  # the annealed penalties pull Mean-Var's KL down
+    assert len(res["meankl"]["curve"]) == len(res["meanvar"]["curve"]) == 8
+    assert all(np.isfinite(v) for _, v in res["meankl"]["curve"])
+
+
+@pytest.mark.slow
+def test_scale_dropout_smoke(tmp_path):
+    res = _load("scale_dropout").main(["--smoke", "--output", str(tmp_path)])
+    r = res["one, shared, p=0.5"]
+    assert 0.5 < r["mc"]["accuracy"] <= 1 and 0 <= r["mc"]["ece"] <= 1
+    assert set(r["off"]) == {"accuracy", "nll", "ece"}

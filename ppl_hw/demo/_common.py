@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import metrics
+from ..core.gaussian import kl_location_scale_normal
 from ..datasets import Split
 
 __all__ = [
     "BACKENDS",
+    "DEMO_KL_BUDGET_BITS",
     "DEPLOY_TIMES",
+    "GAUSSIAN_ENTROPY",
     "SIZES",
     "SPIKE_AND_SLAB",
     "DemoConfig",
     "NoiseRow",
     "Row",
     "evaluate",
+    "kl_bits",
 ]
 
 SIZES = {
@@ -34,6 +40,12 @@ DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
 
 SPIKE_AND_SLAB = (0.5, 0.05, 1.0)
 """The demo's spike-and-slab weight prior: slab weight, spike scale, slab scale."""
+
+DEMO_KL_BUDGET_BITS = 20_000.0
+"""``AutoMeanKL``'s KL budget in the demo (bits; ~2.3 bits per weight of 64-64-10)."""
+
+GAUSSIAN_ENTROPY = 0.5 * math.log(2 * math.pi * math.e)
+"""Differential entropy (nats) of the standard Normal."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,9 @@ class Row:
 
     ``sparsity`` is the share of weights the method switches off (for the
     spike-and-slab prior: weights whose posterior slab probability is below 0.5),
-    ``None`` where it does not apply.
+    ``None`` where it does not apply; ``kl_bits`` is the KL divergence (bits) of the
+    posterior to the model's ``Normal(0, 1)`` priors, ``None`` where the guide has no
+    closed form for it.
     """
 
     backend: str
@@ -66,6 +80,7 @@ class Row:
     ece: float
     seconds: float
     sparsity: float | None = None
+    kl_bits: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +98,29 @@ class NoiseRow:
     entropy: float
 
 
+def kl_bits(
+    loc_scale: Iterable[tuple[object, object]], entropy: float = GAUSSIAN_ENTROPY
+) -> float:
+    """KL (bits, summed in float64) of the mean-field posterior ``loc + scale * e``
+    (``e`` of entropy ``entropy``: the Gaussian's by default) to ``Normal(0, 1)``
+    priors, from its per-site ``(loc, scale)`` arrays."""
+    total = 0.0
+    for loc, scale in loc_scale:
+        loc, scale = (np.asarray(a, dtype=np.float64) for a in (loc, scale))
+        total += float(
+            np.sum(kl_location_scale_normal(loc, scale, entropy, 0.0, 1.0, xp=np))
+        )
+    return total / math.log(2)
+
+
 def evaluate(
-    backend: str, method: str, probs, data: Split, seconds: float, sparsity=None
+    backend: str,
+    method: str,
+    probs,
+    data: Split,
+    seconds: float,
+    sparsity=None,
+    kl_bits: float | None = None,
 ) -> Row:
     """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -96,4 +132,5 @@ def evaluate(
         ece=metrics.expected_calibration_error(probs, data.y_test),
         seconds=seconds,
         sparsity=None if sparsity is None else float(sparsity),
+        kl_bits=kl_bits,
     )

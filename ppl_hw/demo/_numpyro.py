@@ -12,11 +12,20 @@ from numpyro.infer import SVI, Predictive, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ..datasets import Split
-from ..devices import PCM
-from ..numpyro.distributions import SpikeAndSlab
+from ..devices import PCM, mtj_noise
+from ..numpyro.autoguide import AutoDeviceNoise, AutoMeanKL
+from ..numpyro.distributions import EmpiricalNoise, SpikeAndSlab
 from ..numpyro.handlers import crossbar
 from ..numpyro.models import mlp_classifier
-from ._common import DEPLOY_TIMES, SPIKE_AND_SLAB, DemoConfig, Row, evaluate
+from ._common import (
+    DEMO_KL_BUDGET_BITS,
+    DEPLOY_TIMES,
+    SPIKE_AND_SLAB,
+    DemoConfig,
+    Row,
+    evaluate,
+    kl_bits,
+)
 
 __all__ = ["JOBS"]
 
@@ -33,8 +42,8 @@ def _predict(model, guide, params, data: Split, cfg: DemoConfig, key):
     return jax.block_until_ready(jax.nn.softmax(logits, axis=-1).mean(axis=0))
 
 
-def _fit_predict(model, data: Split, cfg: DemoConfig):
-    guide = AutoNormal(model)
+def _fit_predict(model, data: Split, cfg: DemoConfig, guide=None):
+    guide = AutoNormal(model) if guide is None else guide
     svi = SVI(
         model, guide, numpyro.optim.Adam(cfg.learning_rate), TraceMeanField_ELBO()
     )
@@ -49,7 +58,9 @@ def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
     """AutoNormal, then the same posterior deployed on a PCM crossbar."""
     start = time.perf_counter()
     guide, params, probs = _fit_predict(mlp_classifier, data, cfg)
-    rows = [evaluate("numpyro", "AutoNormal", probs, data, time.perf_counter() - start)]
+    seconds = time.perf_counter() - start
+    kl = kl_bits(_loc_scale(params))
+    rows = [evaluate("numpyro", "AutoNormal", probs, data, seconds, kl_bits=kl)]
     for label, t in DEPLOY_TIMES.items():
         start = time.perf_counter()
         chip = crossbar(mlp_classifier, device=PCM(), t_inference=t, seed=cfg.seed)
@@ -84,4 +95,37 @@ def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
     return [evaluate("numpyro", method, probs, data, seconds, sparsity=sparsity)]
 
 
-JOBS = [autonormal, spike_and_slab]
+def _loc_scale(params: dict) -> list:
+    """``(loc, scale)`` per site from ``AutoNormal``-style parameter names."""
+    suffix = "_auto_loc"
+    return [
+        (v, params[k[: -len(suffix)] + "_auto_scale"])
+        for k, v in params.items()
+        if k.endswith(suffix)
+    ]
+
+
+def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoMeanKL at a fixed KL budget; the KL column is recomputed from (mu, sigma)."""
+    start = time.perf_counter()
+    guide = AutoMeanKL(mlp_classifier, kl_budget_bits=DEMO_KL_BUDGET_BITS)
+    _, params, probs = _fit_predict(mlp_classifier, data, cfg, guide)
+    seconds = time.perf_counter() - start
+    kl = kl_bits(guide.loc_scale(params).values())
+    method = f"AutoMeanKL, {DEMO_KL_BUDGET_BITS:,.0f}-bit budget"
+    return [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+
+
+def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
+    """AutoDeviceNoise with the MTJ noise shape."""
+    start = time.perf_counter()
+    noise = EmpiricalNoise(mtj_noise(cfg.noise_samples, seed=cfg.seed))
+    guide = AutoDeviceNoise(mlp_classifier, noise=noise)
+    _, params, probs = _fit_predict(mlp_classifier, data, cfg, guide)
+    seconds = time.perf_counter() - start
+    kl = kl_bits(_loc_scale(params), float(noise.table.entropy))
+    method = "AutoDeviceNoise, MTJ shape"
+    return [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+
+
+JOBS = [autonormal, spike_and_slab, meankl, device_noise]

@@ -6,6 +6,6 @@ spike-and-slab), :mod:`~ppl_hw.numpyro.handlers` (the crossbar handler),
 :mod:`~ppl_hw.numpyro.models` (ready-made models).
 """
 
-from . import distributions, handlers, models, nn
+from . import autoguide, distributions, handlers, infer, models, nn
 
-__all__ = ["distributions", "handlers", "models", "nn"]
+__all__ = ["autoguide", "distributions", "handlers", "infer", "models", "nn"]

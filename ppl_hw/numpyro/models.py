@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from .._models import MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
+from .._models import BINARY_MLP_DOC, MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
 from . import nn
 
-__all__ = ["mlp_classifier"]
+__all__ = ["binary_mlp_classifier", "mlp_classifier"]
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
@@ -64,4 +64,50 @@ mlp_classifier.__doc__ = MLP_CLASSIFIER_DOC.format(
         guide = AutoNormal(mlp_classifier)
         svi = SVI(mlp_classifier, guide, numpyro.optim.Adam(1e-2),
                   TraceMeanField_ELBO())""",
+)
+
+
+def binary_mlp_classifier(
+    x,
+    y=None,
+    *,
+    hidden: Sequence[int] = (128, 128),
+    num_classes: int = 10,
+    prior_scale: float = 1.0,
+    batch_size: int | None = None,
+):
+    check_mlp_args(x, hidden, num_classes, prior_scale, "tanh", batch_size)
+    n = x.shape[0]
+    sizes = layer_sizes(x.shape[-1], hidden, num_classes)
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        w = numpyro.sample(
+            f"w{i}", dist.Normal(0.0, prior_scale).expand([fan_in, fan_out]).to_event(2)
+        )
+        scale = numpyro.sample(
+            f"scale{i}", dist.Normal(1.0, prior_scale).expand([fan_out]).to_event(1)
+        )
+        b = numpyro.sample(
+            f"b{i}", dist.Normal(0.0, prior_scale).expand([fan_out]).to_event(1)
+        )
+        layers.append((w, scale, b))
+    with numpyro.plate("data", n, subsample_size=batch_size):
+        h = numpyro.subsample(x, event_dim=1)
+        for i, (w, scale, b) in enumerate(layers):
+            # 1/sqrt(fan_in) keeps h sign(W) of order one
+            h = nn.binary_dense(h, w, scale * sizes[i] ** -0.5, b)
+            if i < len(layers) - 1:
+                h = nn.sign(h)
+        logits = numpyro.deterministic("logits", h)
+        obs = None if y is None else numpyro.subsample(y, event_dim=0)
+        numpyro.sample("y", dist.Categorical(logits=logits), obs=obs)
+
+
+binary_mlp_classifier.__doc__ = BINARY_MLP_DOC.format(
+    array="an array",
+    example="""\
+        from ppl_hw.numpyro.autoguide import AutoScaleDropout
+        guide = AutoScaleDropout(binary_mlp_classifier, p=0.2)
+        svi = SVI(binary_mlp_classifier, guide, numpyro.optim.Adam(1e-2),
+                  Trace_ELBO())""",
 )

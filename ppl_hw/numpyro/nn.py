@@ -16,9 +16,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from .._nn_common import conv_geometry
+from ..core import nn as _core
+from ._backend import BACKEND
 from .handlers import active_crossbar
 
-__all__ = ["conv2d", "dense"]
+__all__ = ["binary_dense", "conv2d", "dense", "sign"]
 
 
 def dense(x: Any, w: Any, b: Any = None) -> jnp.ndarray:
@@ -64,3 +66,24 @@ def conv2d(
             x, w, strides, [(p, p) for p in pads], dimension_numbers=dims
         )
     return y if b is None else y + b.reshape(1, -1, 1, 1)
+
+
+def sign(x: Any) -> jnp.ndarray:
+    """``sign(x)`` in {-1, +1} with the clipped straight-through gradient
+    (:func:`ppl_hw.core.nn.sign_ste`)."""
+    return _core.sign_ste(jnp.asarray(x), xp=BACKEND.xp, special=BACKEND.special)
+
+
+def binary_dense(x: Any, w: Any, scale: Any, b: Any = None) -> jnp.ndarray:
+    r"""Binary dense layer :math:`\alpha \odot (x\,\mathrm{sign}(W)) + b`: the weights
+    are binarised with the straight-through :func:`sign`, the per-output-channel scale
+    ``scale`` (the vector scale dropout drops) is applied after the product; through
+    the crossbar's converters inside the handler.
+
+    :param x: inputs, shape ``(..., in)`` (binary or real).
+    :param w: real weights, shape ``(in, out)``; only their signs are used.
+    :param scale: per-output scale :math:`\alpha`, shape ``(out,)`` (or broadcastable).
+    :param b: optional bias, shape ``(out,)``.
+    """
+    y = dense(x, sign(w)) * scale
+    return y if b is None else y + b

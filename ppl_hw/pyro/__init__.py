@@ -6,6 +6,6 @@ spike-and-slab), :mod:`~ppl_hw.pyro.poutine` (the crossbar handler),
 :mod:`~ppl_hw.pyro.models` (ready-made models).
 """
 
-from . import distributions, models, nn, poutine
+from . import autoguide, distributions, infer, models, nn, poutine
 
-__all__ = ["distributions", "models", "nn", "poutine"]
+__all__ = ["autoguide", "distributions", "infer", "models", "nn", "poutine"]

@@ -12,10 +12,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._models import MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
+from .._models import BINARY_MLP_DOC, MLP_CLASSIFIER_DOC, check_mlp_args, layer_sizes
 from . import nn
 
-__all__ = ["mlp_classifier"]
+__all__ = ["binary_mlp_classifier", "mlp_classifier"]
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -64,4 +64,53 @@ mlp_classifier.__doc__ = MLP_CLASSIFIER_DOC.format(
         guide = AutoNormal(mlp_classifier)
         svi = SVI(mlp_classifier, guide, pyro.optim.Adam({"lr": 1e-2}),
                   TraceMeanField_ELBO())""",
+)
+
+
+def binary_mlp_classifier(
+    x,
+    y=None,
+    *,
+    hidden: Sequence[int] = (128, 128),
+    num_classes: int = 10,
+    prior_scale: float = 1.0,
+    batch_size: int | None = None,
+):
+    check_mlp_args(x, hidden, num_classes, prior_scale, "tanh", batch_size)
+    n = x.shape[0]
+    sizes = layer_sizes(x.shape[-1], hidden, num_classes)
+    zero = x.new_zeros(())
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        w = pyro.sample(
+            f"w{i}",
+            dist.Normal(zero, prior_scale).expand([fan_in, fan_out]).to_event(2),
+        )
+        scale = pyro.sample(
+            f"scale{i}",
+            dist.Normal(zero + 1.0, prior_scale).expand([fan_out]).to_event(1),
+        )
+        b = pyro.sample(
+            f"b{i}", dist.Normal(zero, prior_scale).expand([fan_out]).to_event(1)
+        )
+        layers.append((w, scale, b))
+    with pyro.plate("data", n, subsample_size=batch_size):
+        h = pyro.subsample(x, event_dim=1)
+        for i, (w, scale, b) in enumerate(layers):
+            # 1/sqrt(fan_in) keeps h sign(W) of order one
+            h = nn.binary_dense(h, w, scale * sizes[i] ** -0.5, b)
+            if i < len(layers) - 1:
+                h = nn.sign(h)
+        logits = pyro.deterministic("logits", h)
+        obs = None if y is None else pyro.subsample(y, event_dim=0)
+        pyro.sample("y", dist.Categorical(logits=logits), obs=obs)
+
+
+binary_mlp_classifier.__doc__ = BINARY_MLP_DOC.format(
+    array="a float tensor",
+    example="""\
+        from ppl_hw.pyro.autoguide import AutoScaleDropout
+        guide = AutoScaleDropout(binary_mlp_classifier, p=0.2)
+        svi = SVI(binary_mlp_classifier, guide, pyro.optim.Adam({"lr": 1e-2}),
+                  Trace_ELBO())""",
 )

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from .._nn_common import conv_geometry
+from ..core import nn as _core
+from ._backend import BACKEND
 from .poutine import active_crossbar
 
-__all__ = ["conv2d", "dense"]
+__all__ = ["binary_dense", "conv2d", "dense", "sign"]
 
 
 def dense(
@@ -68,3 +70,24 @@ def conv2d(
     else:
         y = F.conv2d(x, w, stride=strides, padding=pads)
     return y if b is None else y + b.reshape(1, -1, 1, 1)
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x)`` in {-1, +1} with the clipped straight-through gradient
+    (:func:`ppl_hw.core.nn.sign_ste`)."""
+    return _core.sign_ste(x, xp=BACKEND.xp, special=BACKEND.special)
+
+
+def binary_dense(
+    x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Binary dense layer :math:`\alpha \odot (x\,\mathrm{sign}(W)) + b` (see
+    :func:`ppl_hw.numpyro.nn.binary_dense`).
+
+    :param x: inputs, shape ``(..., in)``.
+    :param w: real weights, shape ``(in, out)``; only their signs are used.
+    :param scale: per-output scale, shape ``(out,)``.
+    :param b: optional bias, shape ``(out,)``.
+    """
+    y = dense(x, sign(w)) * scale
+    return y if b is None else y + b

@@ -136,6 +136,33 @@ def test_energy_distance_against_scipy_and_pairwise(n, m):
     )
 
 
+@pytest.mark.parametrize("n, m", [(2, 3), (17, 9), (120, 200)])
+def test_unbiased_energy_statistic_against_pairwise_u_statistics(n, m):
+    rng = np.random.default_rng(10 * n + m)
+    x = np.round(rng.normal(size=(n, 3)), 1)  # ties too
+    y = np.round(rng.gamma(2.0, size=(m, 3)), 1)
+    got = metrics.energy_distance(x, y, axis=0, squared=True, unbiased=True)
+    for j in range(3):
+        dxy = np.abs(x[:, None, j] - y[None, :, j]).mean()
+        # within-sample means over i != j: the diagonal is zero, so divide by
+        # n(n-1) instead of n^2
+        dxx = np.abs(x[:, None, j] - x[None, :, j]).sum() / (n * (n - 1))
+        dyy = np.abs(y[:, None, j] - y[None, :, j]).sum() / (m * (m - 1))
+        assert got[j] == pytest.approx(2 * dxy - dxx - dyy, rel=1e-10, abs=1e-13)
+    # the plug-in squared statistic is scipy's distance squared
+    plug = metrics.energy_distance(x, y, axis=0, squared=True)
+    expected = [scipy.stats.energy_distance(x[:, j], y[:, j]) ** 2 for j in range(3)]
+    np.testing.assert_allclose(plug, expected, rtol=1e-10)
+
+
+def test_unbiased_energy_statistic_needs_squared_and_two_samples():
+    x = np.arange(4.0)
+    with pytest.raises(ValueError, match="squared=True"):
+        metrics.energy_distance(x, x, unbiased=True)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.energy_distance(x[:1], x, squared=True, unbiased=True)
+
+
 def test_energy_distance_batched_with_ties():
     rng = np.random.default_rng(11)
     x = np.round(rng.normal(size=(40, 6)), 1)  # ties within and across samples

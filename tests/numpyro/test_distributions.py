@@ -48,7 +48,10 @@ TEST_FAILURE_RATE = 1e-3
 
 @functools.cache
 def noise(name="mtj"):
-    return EmpiricalNoise(noise_samples(name))
+    # cached across tests, so built outside any trace even when first asked for
+    # inside jit / lax.map (a cached tracer would leak into later tests)
+    with jax.ensure_compile_time_eval():
+        return EmpiricalNoise(noise_samples(name))
 
 
 SS_INNER = (

@@ -1,0 +1,65 @@
+"""The Mean-Var baseline's bookkeeping shared by both backends: blocks of the guide's
+weights and the annealing rule of the per-block KL penalties (MIRACLE, Havasi et al.
+2019)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _guides_common as gc
+from .core.coding import Blocks, make_blocks
+
+__all__ = ["MeanVarSettings", "anneal"]
+
+
+class MeanVarSettings:
+    """Validated settings of ``MeanVarAnnealing``."""
+
+    def __init__(
+        self,
+        kl_budget_bits: Any,
+        kl_budget_nats: Any,
+        bits_per_block: Any,
+        epsilon: Any,
+        beta_init: Any,
+        seed: Any,
+    ):
+        self.budget = gc.budget_nats(kl_budget_bits, kl_budget_nats)
+        if not (isinstance(bits_per_block, int | float) and bits_per_block > 0):
+            raise ValueError(f"bits_per_block must be > 0, got {bits_per_block!r}")
+        if not (isinstance(epsilon, int | float) and epsilon > 0):
+            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        if not (isinstance(beta_init, int | float) and beta_init > 0):
+            raise ValueError(f"beta_init must be > 0, got {beta_init!r}")
+        self.bits_per_block = float(bits_per_block)
+        self.epsilon = float(epsilon)
+        self.beta_init = float(beta_init)
+        self.seed = int(seed)
+
+    def blocks(self, sizes: list[int]) -> Blocks:
+        total_bits = self.budget / math.log(2.0)
+        d = sum(sizes)
+        num = min(math.ceil(total_bits / self.bits_per_block), d)
+        return make_blocks(sizes, self.bits_per_block, self.seed, num_blocks=num)
+
+    def block_budget(self, blocks: Blocks) -> float:
+        """Each block's KL target (nats): the total budget shared equally."""
+        return self.budget / blocks.num_blocks
+
+
+def anneal(beta: Any, block_kl: Any, target: float, epsilon: float, *, xp: Any) -> Any:
+    r"""MIRACLE's rule: :math:`\beta_b \leftarrow \beta_b (1+\epsilon)` where the
+    block's KL is above its target, :math:`\beta_b/(1+\epsilon)` where below."""
+    return xp.where(block_kl > target, beta * (1.0 + epsilon), beta / (1.0 + epsilon))
+
+
+def site_block_ids(blocks: Blocks, sizes: list[int]) -> list[np.ndarray]:
+    """The block of each weight, split per site (flat, C order)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(blocks.block_of[start : start + n])
+        start += n
+    return out

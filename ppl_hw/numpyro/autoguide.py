@@ -1,0 +1,621 @@
+"""ppl_hw's autoguides for NumPyro: swap one for ``AutoNormal`` and change nothing
+else.
+
+=========================  ===========================================================
+:class:`AutoMeanKL`        Gaussian mean field parameterised by mean and KL: the total
+                           KL to the model's Normal prior equals the budget by
+                           construction
+:class:`AutoDeviceNoise`   mean field with a measured device-noise shape
+                           (:class:`~ppl_hw.numpyro.distributions.DeviceNoise`)
+:class:`AutoScaleDropout`  point estimates with scale dropout (MC-Scale-Dropout)
+=========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from contextlib import ExitStack
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax import random
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoDelta, AutoNormal
+from numpyro.infer.initialization import init_to_median, init_to_uniform
+
+from .. import _guides_common as gc
+from ..core import gaussian as _gauss
+from ..core import meankl as _mk
+from ._backend import BACKEND
+from .distributions import DeviceNoise, EmpiricalNoise
+
+__all__ = ["AutoDeviceNoise", "AutoMeanKL", "AutoScaleDropout"]
+
+_xp, _sp = BACKEND.xp, BACKEND.special
+_WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
+
+
+@jax.custom_jvp
+def _log_ratio(s: Any) -> Any:
+    return _mk.log_ratio(s, xp=_xp, special=_sp)
+
+
+@_log_ratio.defjvp
+def _log_ratio_jvp(primals: Any, tangents: Any) -> Any:
+    (s,), (ds,) = primals, tangents
+    t = _log_ratio(s)
+    return t, _mk.log_ratio_grad(s, t, xp=_xp) * ds
+
+
+@jax.jit
+def _meankl_sites(
+    ms: dict, phis: dict | None, priors: dict, log_c: float, shared: float
+) -> dict[str, tuple[Any, Any]]:
+    """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites; jitted so an
+    eager call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
+    dispatching every operation of the Newton solve."""
+    if phis is None:
+        log_kappa = {k: shared for k in ms}
+    else:
+        lse = jax.nn.logsumexp(jnp.stack([jax.nn.logsumexp(v) for v in phis.values()]))
+        log_kappa = {k: log_c + v - lse for k, v in phis.items()}
+    out = {}
+    for name, m in ms.items():
+        nu, rho = priors[name]
+        out[name] = _mk.meankl_loc_scale(
+            m,
+            log_kappa[name],
+            nu.astype(m.dtype),
+            rho.astype(m.dtype),
+            xp=_xp,
+            log_ratio_fn=_log_ratio,
+        )
+    return out
+
+
+def _is_real(site: dict) -> bool:
+    support = site["fn"].support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support is constraints.real
+
+
+def _check_continuous(guide: str, site: dict) -> None:
+    if site["fn"].is_discrete:
+        raise ValueError(
+            f"{guide} is a continuous guide; site {site['name']!r} is discrete "
+            f"({type(site['fn']).__name__}): use a guide for discrete sites, or "
+            "enumerate it out"
+        )
+
+
+def _refuse_discrete(guide: str, model: Any, args: Any, kwargs: Any) -> None:
+    """A dry trace of the model: a discrete latent site is an error for a continuous
+    guide, raised before NumPyro's autoguide machinery tries to enumerate it."""
+    with numpyro.handlers.block():
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(
+            *args, **kwargs
+        )
+    for site in tr.values():
+        if site["type"] == "sample" and not site["is_observed"]:
+            _check_continuous(guide, site)
+
+
+def _normal_prior(site: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    fn = site["fn"]
+    while isinstance(fn, _WRAPPERS):
+        fn = fn.base_dist
+    if type(fn) is not dist.Normal:
+        raise ValueError(
+            "AutoMeanKL codes each weight against the model's Normal prior; site "
+            f"{site['name']!r} has a {type(fn).__name__} prior"
+        )
+    nu = np.array(np.broadcast_to(np.asarray(fn.loc, dtype=np.float64), shape))
+    rho = np.array(np.broadcast_to(np.asarray(fn.scale, dtype=np.float64), shape))
+    return nu, rho
+
+
+class AutoMeanKL(AutoNormal):
+    r"""Gaussian mean-field guide parameterised by mean and KL (Mean-KL; Lin, Flamich
+    & Hernández-Lobato 2023).
+
+    Each weight's :math:`\mathcal N(\mu, \sigma^2)` is given by its KL
+    :math:`\kappa` to the model's Normal prior :math:`\mathcal N(\nu, \rho^2)` (the
+    MIRACLE coding distribution) and a mean parameter :math:`m`:
+
+    .. math::
+
+        \mu = \nu + \rho\sqrt{2\kappa}\tanh m,\qquad
+        \sigma = \rho\sqrt{-W_0\!\left(-e^{-(1 + 2\kappa\,\mathrm{sech}^2 m)}\right)},
+        \qquad \kappa = C\,\mathrm{softmax}(\phi)\ \text{or}\ C/D,
+
+    so :math:`\sum \mathrm{KL}(q\|p) = C` (the budget) **by construction** at every
+    step: the ELBO's KL term is constant and training minimises the expected negative
+    log-likelihood alone. The Lambert-W solve and its derivative live in
+    :mod:`ppl_hw.core.meankl` (finite gradients at :math:`\kappa \to 0` and
+    :math:`\tanh m \to \pm1`). Sites sample a ``Normal``, so ``TraceMeanField_ELBO``
+    uses the closed-form KL.
+
+    :param model: the model; every latent site needs a ``Normal`` prior (fixed loc
+        and scale) and real support.
+    :param kl_budget_bits: the total KL budget in bits (or ``kl_budget_nats``).
+    :param kl_budget_nats: the total KL budget in nats.
+    :param budget_split: ``"learned"`` (a softmax over per-weight logits, trained) or
+        ``"equal"`` (:math:`C/D` each).
+    :param init_scale: initial posterior standard deviation used to share the budget
+        at initialisation (``"learned"``): each weight starts with the KL of
+        :math:`\mathcal N(\mu_0, \mathrm{init\_scale}^2)`, rescaled to the budget.
+    :param prefix: parameter-name prefix.
+    :param init_loc_fn: initial means (``init_to_uniform`` by default, as
+        ``AutoNormal``).
+
+    Parameters are ``"<site>_<prefix>_m"`` and, for ``"learned"``,
+    ``"<site>_<prefix>_phi"``. :meth:`kl` returns the total and per-site KL recomputed
+    from :math:`(\mu, \sigma)`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        kl_budget_bits: float | None = None,
+        kl_budget_nats: float | None = None,
+        budget_split: str = "learned",
+        init_scale: float = 0.1,
+        prefix: str = "auto",
+        init_loc_fn: Any = init_to_uniform,
+        create_plates: Any = None,
+    ):
+        self.budget = gc.budget_nats(kl_budget_bits, kl_budget_nats)
+        if budget_split not in gc.BUDGET_SPLITS:
+            raise ValueError(
+                f"budget_split must be one of {list(gc.BUDGET_SPLITS)}, "
+                f"got {budget_split!r}"
+            )
+        self.budget_split = budget_split
+        init_scale = gc.check_init_scale(init_scale)
+        self._priors: dict[str, tuple[Any, Any]] = {}
+        super().__init__(
+            model,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            init_scale=init_scale,
+            create_plates=create_plates,
+        )
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        _refuse_discrete("AutoMeanKL", self.model, args, kwargs)
+        super()._setup_prototype(*args, **kwargs)
+        locs = {}
+        for name, site in self.prototype_trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            _check_continuous("AutoMeanKL", site)
+            if not _is_real(site):
+                raise ValueError(
+                    f"AutoMeanKL needs real-valued sites; site {name!r} has support "
+                    f"{site['fn'].support}"
+                )
+            shape = tuple(jnp.shape(self._init_locs[name]))
+            self._priors[name] = _normal_prior(site, shape)
+            locs[name] = np.asarray(self._init_locs[name], dtype=np.float64)
+        m0, phi0 = gc.meankl_init(
+            locs, self._priors, self.budget, self.budget_split, self._init_scale
+        )
+        self._init_m = {k: jnp.asarray(v) for k, v in m0.items()}
+        self._init_phi = {k: jnp.asarray(v) for k, v in phi0.items()}
+        self._num_weights = sum(int(np.size(v)) for v in locs.values())
+        self._prior_arrays = {
+            k: (jnp.asarray(nu), jnp.asarray(rho))
+            for k, (nu, rho) in self._priors.items()
+        }
+
+    def _param_names(self, name: str) -> tuple[str, str]:
+        return f"{name}_{self.prefix}_m", f"{name}_{self.prefix}_phi"
+
+    def _loc_scale(self, ms: dict, phis: dict | None) -> dict[str, tuple[Any, Any]]:
+        shared = math.log(self.budget) - math.log(self._num_weights)
+        return _meankl_sites(
+            ms, phis, self._prior_arrays, math.log(self.budget), shared
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        sites = [
+            (n, s)
+            for n, s in self.prototype_trace.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        ]
+        ms, phis = {}, {}
+        for name, site in sites:
+            event_dim = self._event_dims[name]
+            m_name, phi_name = self._param_names(name)
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                ms[name] = numpyro.param(
+                    m_name, self._init_m[name], event_dim=event_dim
+                )
+                if self.budget_split == "learned":
+                    phis[name] = numpyro.param(
+                        phi_name, self._init_phi[name], event_dim=event_dim
+                    )
+        loc_scale = self._loc_scale(
+            ms, phis if self.budget_split == "learned" else None
+        )
+        result = {}
+        for name, site in sites:
+            loc, scale = loc_scale[name]
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                result[name] = numpyro.sample(
+                    name, dist.Normal(loc, scale).to_event(self._event_dims[name])
+                )
+        return result
+
+    def _params_loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
+        ms = {k: params[self._param_names(k)[0]] for k in self._priors}
+        phis = None
+        if self.budget_split == "learned":
+            phis = {k: params[self._param_names(k)[1]] for k in self._priors}
+        return self._loc_scale(ms, phis)
+
+    def loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
+        """``{site: (mu, sigma)}`` of the posterior at ``params``."""
+        return self._params_loc_scale(params)
+
+    @property
+    def priors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{site: (nu, rho)}``: the coding distribution (the model's prior)."""
+        return dict(self._priors)
+
+    def kl(self, params: dict) -> tuple[Any, dict[str, Any]]:
+        """``(total, {site: KL})`` in nats, recomputed from :math:`(\\mu, \\sigma)` and
+        the prior with the closed form; equals the budget up to rounding."""
+        per_site = {}
+        for name, (loc, scale) in self._params_loc_scale(params).items():
+            nu, rho = self._prior_arrays[name]
+            kl = _gauss.kl_normal_normal(
+                loc, scale, nu.astype(loc.dtype), rho.astype(loc.dtype), xp=_xp
+            )
+            per_site[name] = jnp.sum(kl)
+        return sum(per_site.values()), per_site
+
+    def sample_posterior(
+        self,
+        rng_key: Any,
+        params: dict,
+        *args: Any,
+        sample_shape: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        out = {}
+        for key, (name, (loc, scale)) in zip(
+            random.split(rng_key, len(self._priors)),
+            self._params_loc_scale(params).items(),
+            strict=True,
+        ):
+            out[name] = dist.Normal(loc, scale).sample(key, tuple(sample_shape))
+        return out
+
+    def median(self, params: dict) -> dict[str, Any]:
+        return {k: loc for k, (loc, _) in self._params_loc_scale(params).items()}
+
+    def quantiles(self, params: dict, quantiles: Any) -> dict[str, Any]:
+        q = jnp.asarray(quantiles)
+        out = {}
+        for name, (loc, scale) in self._params_loc_scale(params).items():
+            out[name] = dist.Normal(loc, scale).icdf(
+                q.reshape((-1,) + (1,) * jnp.ndim(loc))
+            )
+        return out
+
+
+class AutoDeviceNoise(AutoNormal):
+    r"""Mean-field guide with a measured device-noise shape (Patel et al. 2025).
+
+    Like ``AutoNormal``, with :class:`~ppl_hw.numpyro.distributions.DeviceNoise`
+    (``loc + scale * e``, ``e ~ noise``) instead of ``Normal`` at each site
+    (constrained sites through the same bijection as ``AutoNormal``). With ``Normal``
+    priors, ``TraceMeanField_ELBO`` uses the closed-form KL; its gradients in
+    ``(loc, scale)`` are the Gaussian ones, which is why trained means and scales
+    transfer between shapes (:meth:`with_noise`).
+
+    :param model: the model (continuous latent sites).
+    :param noise: the shape, a :class:`~ppl_hw.numpyro.distributions.EmpiricalNoise`.
+    :type noise: ~ppl_hw.numpyro.distributions.EmpiricalNoise
+    :param init_scale: initial ``scale`` of every site.
+    :param prefix: parameter-name prefix (parameters ``"<site>_<prefix>_loc"`` and
+        ``"<site>_<prefix>_scale"``, the same as ``AutoNormal``'s).
+    :param init_loc_fn: initial locations.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        noise: EmpiricalNoise,
+        init_scale: float = 0.1,
+        prefix: str = "auto",
+        init_loc_fn: Any = init_to_uniform,
+        create_plates: Any = None,
+    ):
+        if not isinstance(noise, EmpiricalNoise):
+            raise TypeError(
+                "noise must be a ppl_hw.numpyro.distributions.EmpiricalNoise, "
+                f"got {type(noise).__name__}"
+            )
+        self.noise = noise
+        super().__init__(
+            model,
+            prefix=prefix,
+            init_loc_fn=init_loc_fn,
+            init_scale=gc.check_init_scale(init_scale),
+            create_plates=create_plates,
+        )
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        _refuse_discrete("AutoDeviceNoise", self.model, args, kwargs)
+        super()._setup_prototype(*args, **kwargs)
+
+    def _site_dist(self, site: dict, loc: Any, scale: Any, event_dim: int) -> Any:
+        fn = DeviceNoise(loc, scale, self.noise).to_event(event_dim)
+        if _is_real(site):
+            return fn
+        return dist.TransformedDistribution(fn, biject_to(site["fn"].support))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self.prototype_trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            event_dim = self._event_dims[name]
+            init_loc = self._init_locs[name]
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                loc = numpyro.param(
+                    f"{name}_{self.prefix}_loc", init_loc, event_dim=event_dim
+                )
+                scale = numpyro.param(
+                    f"{name}_{self.prefix}_scale",
+                    jnp.full(jnp.shape(init_loc), self._init_scale),
+                    constraint=self.scale_constraint,
+                    event_dim=event_dim,
+                )
+                result[name] = numpyro.sample(
+                    name, self._site_dist(site, loc, scale, event_dim)
+                )
+        return result
+
+    def with_noise(self, noise: EmpiricalNoise) -> AutoDeviceNoise:
+        """The same guide (same parameters, same names) on another noise shape: use it
+        with the ``params`` trained under this one.
+
+        :param noise: the new shape.
+        :type noise: ~ppl_hw.numpyro.distributions.EmpiricalNoise
+        """
+        if not isinstance(noise, EmpiricalNoise):
+            raise TypeError(
+                f"noise must be an EmpiricalNoise, got {type(noise).__name__}"
+            )
+        new = copy.copy(self)
+        new.noise = noise
+        return new
+
+    def _locs_scales(self, params: dict) -> tuple[dict, dict]:
+        locs = {k: params[f"{k}_{self.prefix}_loc"] for k in self._init_locs}
+        scales = {k: params[f"{k}_{self.prefix}_scale"] for k in locs}
+        return locs, scales
+
+    def sample_posterior(
+        self,
+        rng_key: Any,
+        params: dict,
+        *args: Any,
+        sample_shape: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        locs, scales = self._locs_scales(params)
+        latent = {}
+        for key, k in zip(random.split(rng_key, len(locs)), locs, strict=True):
+            latent[k] = DeviceNoise(locs[k], scales[k], self.noise).sample(
+                key, sample_shape
+            )
+        return self._constrain(latent)
+
+    def median(self, params: dict) -> dict[str, Any]:
+        """The posterior median: ``loc + scale * icdf(1/2)`` of the shape (not ``loc``:
+        device noise need not be symmetric), constrained."""
+        return self.quantiles(params, 0.5, _squeeze=True)
+
+    def quantiles(
+        self, params: dict, quantiles: Any, _squeeze: bool = False
+    ) -> dict[str, Any]:
+        locs, scales = self._locs_scales(params)
+        q = jnp.asarray(quantiles)
+        latent = {}
+        for k in locs:
+            qk = q if _squeeze else q.reshape((-1,) + (1,) * jnp.ndim(locs[k]))
+            latent[k] = DeviceNoise(locs[k], scales[k], self.noise).icdf(qk)
+        return self._constrain(latent)
+
+
+def _init_scales_at_median(site: dict | None = None, *, is_scale: Any) -> Any:
+    """Scale sites at their prior median, every other site ``init_to_uniform``."""
+    if site is None:  # NumPyro's init strategies double as factories
+        return functools.partial(_init_scales_at_median, is_scale=is_scale)
+    if site["type"] == "sample" and is_scale(site["name"]):
+        return init_to_median(site)
+    return init_to_uniform(site)
+
+
+class AutoScaleDropout(AutoDelta):
+    r"""Point estimates with scale dropout: MC-Scale-Dropout (Ahmed et al. 2023).
+
+    Every latent site gets a point estimate (``Delta``, as ``AutoDelta``); each
+    **scale site** (the per-output-channel scale vector :math:`\alpha` of a binary
+    layer, see :func:`ppl_hw.numpyro.nn.binary_dense`) is multiplied by one Bernoulli
+    draw per forward pass that drops the **whole** vector with probability ``p``:
+
+    .. math::
+
+        \tilde\alpha = \begin{cases} b\,\alpha + (1 - b) & \texttt{dropped="one"}
+        \text{ (default: the scale bypassed)}\\ b\,\alpha/(1 - p) &
+        \texttt{dropped="zero"} \text{ (inverted dropout)}\end{cases},\qquad
+        b \sim \mathrm{Bernoulli}(1-p).
+
+    One draw per layer, or one for the whole model (``share_across_layers=True``: a
+    single stochastic unit, the paper's hardware point). Trained under any ELBO (MAP
+    with dropout noise: the draws are not sample sites, so no estimator sees them);
+    MC-Scale-Dropout is ``Predictive(model, guide=guide, params=..., num_samples=T)``.
+    Each scale site's ``infer`` records its draw (``"scale_dropout"``), so a trace
+    counts the stochastic units (:meth:`num_stochastic_units`). Without a random key
+    (``median``, ``sample_posterior`` with ``p=0``) the scales are used undropped.
+
+    :param model: the model.
+    :param p: drop probability in [0, 1).
+    :param dropped: ``"one"`` or ``"zero"``: what a dropped scale becomes (see above).
+        ``"zero"`` silences the whole layer (its output is then the bias alone): on
+        the digits it makes MC predictions badly under-confident (ECE 0.39 against
+        0.03, ``docs/reproductions.md``), hence the default ``"one"``.
+    :param share_across_batch: one draw per forward pass for the whole batch (the
+        only mode implemented: a per-example draw would need per-example scale sites).
+    :param share_across_layers: one draw shared by all scale sites.
+    :param scale_sites: ``None`` (sites whose name contains ``"scale"``), a list of
+        names or a callable ``name -> bool``.
+    :param prefix: parameter-name prefix (``"<site>_<prefix>_loc"``, as ``AutoDelta``).
+    :param init_loc_fn: initial values (default: scale sites at their prior median,
+        the others ``init_to_uniform``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        p: float,
+        dropped: str = "one",
+        share_across_batch: bool = True,
+        share_across_layers: bool = False,
+        scale_sites: Any = None,
+        prefix: str = "auto",
+        init_loc_fn: Any = None,
+        create_plates: Any = None,
+    ):
+        self.p = gc.check_scale_dropout(
+            p, dropped, share_across_batch, share_across_layers
+        )
+        self.dropped = dropped
+        self.share_across_layers = share_across_layers
+        self._is_scale = gc.scale_site_selector(scale_sites)
+        if init_loc_fn is None:
+            init_loc_fn = functools.partial(
+                _init_scales_at_median, is_scale=self._is_scale
+            )
+
+        super().__init__(
+            model, prefix=prefix, init_loc_fn=init_loc_fn, create_plates=create_plates
+        )
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        _refuse_discrete("AutoScaleDropout", self.model, args, kwargs)
+        super()._setup_prototype(*args, **kwargs)
+        latent = [
+            n
+            for n, s in self.prototype_trace.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        ]
+        self._scale_names = [n for n in latent if self._is_scale(n)]
+        if not self._scale_names:
+            raise ValueError(
+                f"AutoScaleDropout found no scale sites among {latent}; pass "
+                "scale_sites=[...] (default: names containing 'scale')"
+            )
+
+    def _masks(self, dtype: Any) -> dict[str, tuple[Any, int]]:
+        """``{scale site: (mask b, unit index)}``, or ``{}`` without dropout."""
+        if self.p == 0.0:
+            return {}
+        key = numpyro.prng_key()
+        if key is None:
+            return {}
+        units = 1 if self.share_across_layers else len(self._scale_names)
+        keep = random.bernoulli(key, 1.0 - self.p, (units,)).astype(dtype)
+        return {
+            name: (
+                keep[0 if self.share_across_layers else i],
+                0 if self.share_across_layers else i,
+            )
+            for i, name in enumerate(self._scale_names)
+        }
+
+    def _drop(self, value: Any, b: Any) -> Any:
+        if self.dropped == "zero":
+            return value * (b / (1.0 - self.p))
+        return b * value + (1.0 - b)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        masks = self._masks(jnp.result_type(float))
+        result = {}
+        for name, site in self.prototype_trace.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            event_dim = self._event_dims[name]
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    stack.enter_context(plates[frame.name])
+                value = numpyro.param(
+                    f"{name}_{self.prefix}_loc",
+                    self._init_locs[name],
+                    constraint=site["fn"].support,
+                    event_dim=event_dim,
+                )
+                infer = {}
+                if name in masks:
+                    b, unit = masks[name]
+                    value = self._drop(value, b)
+                    infer = {"scale_dropout": {"mask": b, "unit": unit}}
+                result[name] = numpyro.sample(
+                    name, dist.Delta(value, event_dim=event_dim), infer=infer
+                )
+        return result
+
+    def without_dropout(self) -> AutoScaleDropout:
+        """The same guide (same parameters) with ``p = 0``: the deterministic
+        network."""
+        new = copy.copy(self)
+        new.p = 0.0
+        return new
+
+    def num_stochastic_units(
+        self, *args: Any, rng_key: Any = None, **kwargs: Any
+    ) -> int:
+        """How many Bernoulli draws one forward pass makes, counted from a trace of
+        the guide (the number of binary scale sites, or 1 with
+        ``share_across_layers``; 0 when ``p = 0``)."""
+        key = random.PRNGKey(0) if rng_key is None else rng_key
+        tr = numpyro.handlers.trace(numpyro.handlers.seed(self, key)).get_trace(
+            *args, **kwargs
+        )
+        units = {
+            s["infer"]["scale_dropout"]["unit"]
+            for s in tr.values()
+            if s["type"] == "sample" and "scale_dropout" in s.get("infer", {})
+        }
+        return len(units)
