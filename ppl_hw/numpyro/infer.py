@@ -16,9 +16,17 @@ from tqdm.auto import trange
 from .. import _meanvar_common as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
+from ._sghmc import SGHMC, SGHMCState, SpikeSlabEM
 from .autoguide import _normal_prior
 
-__all__ = ["MeanVarAnnealing", "MeanVarResult", "MeanVarState"]
+__all__ = [
+    "SGHMC",
+    "MeanVarAnnealing",
+    "MeanVarResult",
+    "MeanVarState",
+    "SGHMCState",
+    "SpikeSlabEM",
+]
 
 
 class MeanVarState(NamedTuple):

@@ -1,0 +1,687 @@
+"""SGHMC-within-EM for NumPyro: ``SGHMC`` and ``SpikeSlabEM`` (exported from
+:mod:`ppl_hw.numpyro.infer`)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax, random
+from numpyro import handlers
+from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistribution
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.primitives import Messenger
+from numpyro.util import is_prng_key
+
+from ..core import sghmc as core
+from .distributions import SpikeAndSlab
+
+__all__ = ["SGHMC", "SGHMCState", "SpikeSlabEM"]
+
+
+class SpikeSlabEM:
+    r"""Spike-and-slab EM inside :class:`SGHMC` (Ke & Fan 2022; see
+    :mod:`ppl_hw.core.sghmc`).
+
+    Every ``every`` steps after ``warmup`` steps, for each latent site with a
+    :class:`~ppl_hw.numpyro.distributions.SpikeAndSlab` prior: the E-step computes each
+    group's slab probability :math:`p^*_g` (the posterior one, or the paper's rule
+    ``mean(w_g^2) >= soft_threshold``), the site's spike-and-slab log density in the
+    potential is **replaced** by the Gaussian surrogate
+    :math:`-\tfrac12\sum_g \lambda_g \lVert w_g\rVert^2`,
+    :math:`\lambda_g = p^*_g/\sigma_1^2 + (1-p^*_g)/\sigma_0^2`, groups with
+    ``mean(w_g^2) < hard_threshold`` are pruned for good (a mask in the kernel state),
+    and the M-step sets :math:`\pi \leftarrow \mathrm{mean}_g\,p^*_g`.
+
+    :param every: steps between EM steps (e.g. the steps per epoch).
+    :param warmup: steps before the first EM step (the surrogate is not used before).
+    :param soft_threshold: ``None`` (posterior :math:`p^*_g`) or the paper's threshold
+        on ``mean(w_g^2)``.
+    :param hard_threshold: ``None`` (no pruning) or the pruning threshold on
+        ``mean(w_g^2)``; must be below ``soft_threshold`` when both are given.
+    :param groups: ``"input"`` (a dense weight ``(in, out)``: one group per input
+        unit), ``"kernel"`` (a conv weight ``(out, in, kh, kw)``: one group per kernel)
+        or ``None`` (each weight alone).
+    :param update_pi: run the M-step for :math:`\pi` (else keep the prior's).
+    """
+
+    def __init__(
+        self,
+        *,
+        every: int = 1,
+        warmup: int = 0,
+        soft_threshold: float | None = None,
+        hard_threshold: float | None = None,
+        groups: str | None = "input",
+        update_pi: bool = True,
+    ):
+        for name, v in (("every", every), ("warmup", warmup)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise TypeError(f"{name} must be an int, got {v!r}")
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        for name, v in (
+            ("soft_threshold", soft_threshold),
+            ("hard_threshold", hard_threshold),
+        ):
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, int | float) or not v > 0
+            ):
+                raise ValueError(f"{name} must be None or a number > 0, got {v!r}")
+        if (
+            soft_threshold is not None
+            and hard_threshold is not None
+            and not hard_threshold < soft_threshold
+        ):
+            raise ValueError(
+                "thresholds out of order: hard_threshold must be below "
+                f"soft_threshold, got hard_threshold={hard_threshold!r}, "
+                f"soft_threshold={soft_threshold!r}"
+            )
+        if groups not in core.GROUPINGS:
+            raise ValueError(
+                f"groups must be one of {list(core.GROUPINGS)}, got {groups!r}"
+            )
+        self.every, self.warmup = int(every), int(warmup)
+        self.soft_threshold, self.hard_threshold = soft_threshold, hard_threshold
+        self.groups, self.update_pi = groups, bool(update_pi)
+
+    def __repr__(self) -> str:
+        return (
+            f"SpikeSlabEM(every={self.every}, warmup={self.warmup}, "
+            f"soft_threshold={self.soft_threshold}, "
+            f"hard_threshold={self.hard_threshold}, groups={self.groups!r})"
+        )
+
+
+class SGHMCState(NamedTuple):
+    """The kernel state; ``z`` holds the unconstrained sample."""
+
+    i: Any
+    z: dict
+    u: dict
+    potential_energy: Any
+    step_size: Any
+    sparsity: Any
+    perm: Any
+    pos: Any
+    precond: Any
+    lam: dict
+    mask: dict
+    pi: dict
+    em_on: Any
+    rng_key: Any
+
+
+class _MaskSites(Messenger):
+    """Keep the log density of the named sites only where ``keep`` (a traced bool):
+    the EM surrogate replaces it once EM has started."""
+
+    def __init__(self, fn: Any, names: frozenset, keep: Any):
+        self.names, self.keep = names, keep
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["fn"] = msg["fn"].mask(self.keep)
+
+
+class _FullData(Messenger):
+    """Force the named subsampled plates to full data."""
+
+    def __init__(self, fn: Any, sizes: dict):
+        self.sizes = sizes
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "plate" and msg["name"] in self.sizes:
+            size = self.sizes[msg["name"]]
+            msg["args"] = (size, None)
+            msg["value"] = jnp.arange(size)
+
+
+def _base_spike_slab(fn: Any) -> SpikeAndSlab | None:
+    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
+        fn = fn.base_dist
+    return fn if isinstance(fn, SpikeAndSlab) else None
+
+
+def _check_positive(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise ValueError(f"{name} must be a number > 0, got {v!r}")
+    return float(v)
+
+
+class SGHMC(MCMCKernel):
+    r"""Stochastic-gradient HMC for any NumPyro model, with preconditioning, cyclical
+    step sizes and spike-and-slab EM with one-shot pruning (Ke & Fan 2022), run
+    through NumPyro's own ``MCMC``.
+
+    The update and its conventions are in :mod:`ppl_hw.core.sghmc`: ``step_size`` is
+    :math:`\epsilon` on the model's potential energy (negative log joint, likelihood
+    summed over the data), ``temperature=1`` samples the exact posterior (for small
+    :math:`\epsilon`), ``momentum_decay`` is the friction per step.
+
+    **Minibatches** come from the model's own subsampled plate
+    (``numpyro.plate(name, N, subsample_size=B)``): one random permutation of the
+    data per epoch, sliced into consecutive batches (the last ``N mod B`` indices of an
+    epoch are skipped); the plate scales the likelihood by ``N/B``. A model without a
+    subsampled plate runs full-batch. :attr:`model` is the model with the plate forced
+    to full data, so ``az.from_numpyro(mcmc)`` computes a full-data log likelihood.
+
+    :param model: the model.
+    :param step_size: :math:`\epsilon > 0` (the peak of a cyclical schedule).
+    :param temperature: :math:`T \ge 0`.
+    :param momentum_decay: friction per step, in (0, 1].
+    :param schedule: ``"constant"`` or ``"cyclical"`` (cosine cycles; needs
+        ``num_steps``).
+    :param num_cycles: cycles of the cyclical schedule.
+    :param num_steps: total steps the cyclical schedule spans (warm-up + samples).
+    :param preconditioner: ``None``, ``"rmsprop"`` (pSGLD) or ``"ke_fan"`` (the
+        paper's :math:`\tau`; see :meth:`ke_fan`).
+    :param em: a :class:`SpikeSlabEM`, or ``None``.
+    :param init_strategy: a NumPyro init strategy.
+    :param rmsprop_beta: pSGLD's averaging rate.
+    :param rmsprop_delta: pSGLD's damping.
+    :param ke_fan_eta: the step of Ke & Fan's dual update.
+    """
+
+    sample_field = "z"
+
+    def __init__(
+        self,
+        model: Callable,
+        *,
+        step_size: float,
+        temperature: float = 1.0,
+        momentum_decay: float = 0.1,
+        schedule: str = "constant",
+        num_cycles: int = 1,
+        num_steps: int | None = None,
+        preconditioner: str | None = None,
+        em: SpikeSlabEM | None = None,
+        init_strategy: Callable = init_to_uniform,
+        rmsprop_beta: float = 0.99,
+        rmsprop_delta: float = 1e-5,
+        ke_fan_eta: float = 0.1,
+    ):
+        if not callable(model):
+            raise TypeError(f"model must be callable, got {model!r}")
+        self.step_size = _check_positive("step_size", step_size)
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not temperature >= 0
+        ):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        if (
+            isinstance(momentum_decay, bool)
+            or not isinstance(momentum_decay, int | float)
+            or not 0 < momentum_decay <= 1
+        ):
+            raise ValueError(
+                f"momentum_decay must be in (0, 1], got {momentum_decay!r}"
+            )
+        if schedule not in core.SCHEDULES:
+            raise ValueError(
+                f"schedule must be one of {list(core.SCHEDULES)}, got {schedule!r}"
+            )
+        if schedule == "cyclical":
+            if (
+                isinstance(num_steps, bool)
+                or not isinstance(num_steps, int)
+                or (num_steps < 1)
+            ):
+                raise ValueError(
+                    "schedule='cyclical' needs num_steps (an int >= 1, the warm-up "
+                    f"plus sample steps), got {num_steps!r}"
+                )
+            if (
+                isinstance(num_cycles, bool)
+                or not isinstance(num_cycles, int)
+                or (not 1 <= num_cycles <= num_steps)
+            ):
+                raise ValueError(
+                    f"num_cycles must be an int in [1, num_steps], got {num_cycles!r}"
+                )
+        if preconditioner not in core.PRECONDITIONERS:
+            raise ValueError(
+                f"preconditioner must be one of {list(core.PRECONDITIONERS)}, "
+                f"got {preconditioner!r}"
+            )
+        if em is not None and not isinstance(em, SpikeSlabEM):
+            raise TypeError(f"em must be a SpikeSlabEM or None, got {em!r}")
+        self._model = model
+        self.temperature = float(temperature)
+        self.momentum_decay = float(momentum_decay)
+        self.schedule, self.num_cycles, self.num_steps = (
+            schedule,
+            num_cycles,
+            num_steps,
+        )
+        self.preconditioner, self.em = preconditioner, em
+        self.init_strategy = init_strategy
+        self.rmsprop_beta = _check_positive("rmsprop_beta", rmsprop_beta)
+        self.rmsprop_delta = _check_positive("rmsprop_delta", rmsprop_delta)
+        self.ke_fan_eta = _check_positive("ke_fan_eta", ke_fan_eta)
+        self._ke_fan_params: dict | None = None
+        self._plate: tuple[str, int, int] | None = None
+        self._ss_sites: dict[str, tuple] = {}
+        self._sample_fn: Callable | None = None
+        self._postprocess: Callable | None = None
+        self._num_weights = 0
+
+    @classmethod
+    def ke_fan(
+        cls,
+        model: Callable,
+        *,
+        num_data: int,
+        c2: float = 0.01,
+        t: float | None = None,
+        beta1: float = 0.1,
+        beta2: float = 1.0,
+        eta: float = 0.1,
+        **kwargs: Any,
+    ) -> SGHMC:
+        r"""The paper's parameterisation (their code's ``SGHMC_SPL``): ``c2`` is
+        :math:`C^2` (the step on the *mean* minibatch loss), ``t`` the noise scale
+        :math:`T` (default :math:`N^{-1/2}`, their sparse-regression setting),
+        ``beta1`` the momentum kept per step, ``beta2`` the gradient weight, ``eta``
+        the step of the :math:`\tau` update. Mapped onto this kernel:
+        :math:`\epsilon = \beta_2 C^2/N`, ``momentum_decay`` :math:`= 1 - \beta_1`,
+        temperature :math:`= (2 + 2\beta_1^2)\,C T^2 N / (2 (1-\beta_1) \beta_2)` (their
+        noise :math:`\sqrt{2 + 2\beta_1^2}\,C^{1.5} T`), ``preconditioner="ke_fan"``.
+        With :math:`T = N^{-1/2}` this is a tempered posterior (temperature
+        :math:`\approx 1.1\,C`), not the exact one."""
+        n = int(num_data)
+        if n < 1:
+            raise ValueError(f"num_data must be >= 1, got {num_data!r}")
+        c2 = _check_positive("c2", c2)
+        t = n**-0.5 if t is None else float(t)
+        if not 0 <= beta1 < 1:
+            raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
+        step_size = beta2 * c2 / n
+        temperature = (
+            (2 + 2 * beta1**2) * math.sqrt(c2) * t * t * n / (2 * (1 - beta1) * beta2)
+        )
+        kernel = cls(
+            model,
+            step_size=step_size,
+            temperature=temperature,
+            momentum_decay=1 - beta1,
+            preconditioner="ke_fan",
+            ke_fan_eta=eta,
+            **kwargs,
+        )
+        kernel._ke_fan_params = dict(c2=c2, t=t, n=n)
+        return kernel
+
+    # -- the model -----------------------------------------------------------------
+
+    @property
+    def model(self) -> Callable:
+        """The model with subsampled plates forced to full data (for ArviZ and
+        ``Predictive``)."""
+        if self._plate is None:
+            return self._model
+        name, size, _ = self._plate
+        return _FullData(self._model, {name: size})
+
+    def _inspect(self, rng_key: Any, model_args: tuple, model_kwargs: dict) -> None:
+        with warnings.catch_warnings():
+            # NumPyro warns (and clamps) when subsample_size > size: we raise below
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            tr = handlers.trace(handlers.seed(self._model, rng_key)).get_trace(
+                *model_args, **model_kwargs
+            )
+        plates = []
+        self._ss_sites = {}
+        self._num_weights = 0
+        for name, site in tr.items():
+            if site["type"] == "plate":
+                size, sub = site["args"][0], site["args"][1]
+                if sub is not None and sub != size:
+                    plates.append((name, int(size), int(sub)))
+            elif site["type"] == "sample" and not site["is_observed"]:
+                if site["fn"].is_discrete:
+                    raise ValueError(
+                        f"SGHMC needs continuous latent sites; site {name!r} is "
+                        f"discrete ({type(site['fn']).__name__})"
+                    )
+                self._num_weights += int(np.size(site["value"]))
+                ss = _base_spike_slab(site["fn"])
+                if ss is not None:
+                    shape = tuple(jnp.shape(site["value"]))
+                    self._ss_sites[name] = (
+                        shape,
+                        *(
+                            np.broadcast_to(np.asarray(p, np.float32), shape)
+                            for p in (ss.prob, ss.spike_scale, ss.slab_scale)
+                        ),
+                    )
+        for name, size, sub in plates:
+            if sub > size:
+                raise ValueError(
+                    f"plate {name!r}: subsample_size {sub} is larger than the data "
+                    f"size {size}"
+                )
+        if len(plates) > 1:
+            raise ValueError(
+                "SGHMC supports one subsampled plate; the model has "
+                f"{[p[0] for p in plates]}"
+            )
+        self._plate = plates[0] if plates else None
+        if self.em is not None and not self._ss_sites:
+            raise ValueError(
+                "em=SpikeSlabEM(...) needs latent sites with SpikeAndSlab priors; the "
+                "model has none"
+            )
+
+    def _potential(self, model_args: tuple, model_kwargs: dict) -> Callable:
+        names = frozenset(self._ss_sites)
+
+        def potential(z: dict, idx: Any, lam: dict, em_on: Any) -> Any:
+            model = self._model
+            if self._plate is not None:
+                model = handlers.substitute(model, data={self._plate[0]: idx})
+            if not names:
+                return potential_energy(model, model_args, model_kwargs, z)
+            pe = potential_energy(
+                _MaskSites(model, names, ~em_on), model_args, model_kwargs, z
+            )
+            surrogate = sum(0.5 * jnp.sum(lam[k] * z[k] ** 2) for k in names)
+            return pe + jnp.where(em_on, surrogate, 0.0)
+
+        return potential
+
+    # -- MCMCKernel ------------------------------------------------------------------
+
+    def init(
+        self,
+        rng_key: Any,
+        num_warmup: int,
+        init_params: Any,
+        model_args: tuple,
+        model_kwargs: dict,
+    ) -> SGHMCState:
+        vectorized = not is_prng_key(rng_key)
+        key0 = rng_key[0] if vectorized else rng_key
+        self._inspect(key0, model_args, model_kwargs)
+        batch = self._plate[2] if self._plate else None
+        init_model = self._model
+        if self._plate is not None:
+            init_model = handlers.substitute(
+                init_model, data={self._plate[0]: jnp.arange(batch)}
+            )
+        _, _, postprocess, _ = initialize_model(
+            key0,
+            self.model,
+            init_strategy=self.init_strategy,
+            dynamic_args=True,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+        )
+        self._postprocess = postprocess
+        potential = self._potential(model_args, model_kwargs)
+        self._sample_fn = self._make_sample(potential)
+
+        def init_one(key: Any, params: Any) -> SGHMCState:
+            k_init, k_perm, k_run = random.split(key, 3)
+            info, *_ = initialize_model(
+                k_init,
+                init_model,
+                init_strategy=self.init_strategy,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+            )
+            z = info.z if params is None else params
+            zeros = jax.tree.map(jnp.zeros_like, z)
+            ss = self._ss_sites
+            lam = {k: 1.0 / jnp.asarray(s[3]) ** 2 for k, s in ss.items()}
+            mask = {k: jnp.ones(s[0], jnp.asarray(z[k]).dtype) for k, s in ss.items()}
+            pi = {k: jnp.mean(jnp.asarray(s[1])) for k, s in ss.items()}
+            if self.preconditioner == "rmsprop":
+                precond: Any = zeros
+            elif self.preconditioner == "ke_fan":
+                precond = (
+                    zeros,
+                    jax.tree.map(lambda a: jnp.full_like(a, 0.5), z),
+                    jax.tree.map(jnp.zeros_like, z),
+                )
+            else:
+                precond = None
+            n = self._plate[1] if self._plate else 1
+            perm = random.permutation(k_perm, n) if self._plate else jnp.zeros(1, int)
+            dtype = jnp.result_type(float)
+            return SGHMCState(
+                i=jnp.array(0),
+                z=z,
+                u=zeros,
+                potential_energy=jnp.zeros((), dtype),
+                step_size=jnp.asarray(self.step_size, dtype),
+                sparsity=jnp.zeros((), dtype),
+                perm=perm,
+                pos=jnp.array(0),
+                precond=precond,
+                lam=lam,
+                mask=mask,
+                pi=pi,
+                em_on=jnp.array(False),
+                rng_key=k_run,
+            )
+
+        if vectorized:
+            self._sample_fn = jax.vmap(self._sample_fn, in_axes=(0, None, None))
+            return jax.vmap(init_one)(rng_key, init_params)
+        return init_one(rng_key, init_params)
+
+    def _step_size(self, i: Any) -> Any:
+        if self.schedule == "constant":
+            return jnp.asarray(self.step_size)
+        return core.cyclical_step_size(
+            i, self.step_size, self.num_steps, self.num_cycles, xp=jnp
+        )
+
+    def _next_batch(self, perm: Any, pos: Any, key: Any) -> tuple[Any, Any, Any]:
+        if self._plate is None:
+            return None, perm, pos
+        _, n, b = self._plate
+        need = pos + b > n
+        perm = lax.cond(need, lambda: random.permutation(key, n), lambda: perm)
+        pos = jnp.where(need, 0, pos)
+        idx = lax.dynamic_slice(perm, (pos,), (b,))
+        return idx, perm, pos + b
+
+    def _em(self, state: SGHMCState, z: dict) -> tuple[dict, dict, dict, Any]:
+        em = self.em
+        assert em is not None
+        do = (state.i >= em.warmup) & ((state.i - em.warmup) % em.every == 0)
+        lam, mask, pi = dict(state.lam), dict(state.mask), dict(state.pi)
+        for k, (shape, _, spike, slab) in self._ss_sites.items():
+            w = z[k]
+            ms = core.group_mean_square(w, em.groups, xp=jnp)
+            d = core.group_size(shape, em.groups)
+            spike_g = jnp.broadcast_to(spike, shape)
+            slab_g = jnp.broadcast_to(slab, shape)
+            p = core.e_step(
+                ms,
+                d,
+                state.pi[k],
+                spike_g,
+                slab_g,
+                soft_threshold=em.soft_threshold,
+                xp=jnp,
+            )
+            p = jnp.broadcast_to(p, shape)
+            new_lam = core.surrogate_precision(p, spike_g, slab_g)
+            new_mask = mask[k]
+            if em.hard_threshold is not None:
+                keep = jnp.broadcast_to(ms >= em.hard_threshold, shape)
+                new_mask = new_mask * keep.astype(new_mask.dtype)
+            lam[k] = jnp.where(do, new_lam, lam[k])
+            mask[k] = jnp.where(do, new_mask, mask[k])
+            if em.update_pi:
+                pi_new = jnp.clip(jnp.mean(p), 1e-6, 1 - 1e-6)
+                pi[k] = jnp.where(do, pi_new, pi[k])
+        return lam, mask, pi, do | state.em_on
+
+    def _make_sample(self, potential: Callable) -> Callable:
+        grad_fn = jax.value_and_grad(potential)
+        a, temp = self.momentum_decay, self.temperature
+        n_data = self._plate[1] if self._plate else 1
+
+        def sample(state: SGHMCState, model_args: Any, model_kwargs: Any) -> SGHMCState:
+            key, k_noise, k_perm = random.split(state.rng_key, 3)
+            idx, perm, pos = self._next_batch(state.perm, state.pos, k_perm)
+            z = state.z
+            lam, mask, pi, em_on = state.lam, state.mask, state.pi, state.em_on
+            if self.em is not None:
+                lam, mask, pi, em_on = self._em(state, z)
+                z = {k: v * mask[k] if k in mask else v for k, v in z.items()}
+            eps = self._step_size(state.i)
+            pe, grad = grad_fn(z, idx, lam, em_on)
+            leaves, tree = jax.tree.flatten(z)
+            noise = jax.tree.unflatten(
+                tree,
+                [
+                    random.normal(k, jnp.shape(x), jnp.result_type(x))
+                    for k, x in zip(
+                        random.split(k_noise, len(leaves)), leaves, strict=True
+                    )
+                ],
+            )
+            precond_state, g_tree, noise_precond = state.precond, None, True
+            if self.preconditioner == "rmsprop":
+                pairs = {
+                    k: core.rmsprop_precondition(
+                        state.precond[k],
+                        grad[k] / n_data,
+                        beta=self.rmsprop_beta,
+                        delta=self.rmsprop_delta,
+                        xp=jnp,
+                    )
+                    for k in z
+                }
+                precond_state = {k: v[0] for k, v in pairs.items()}
+                total = sum(jnp.sum(v[1]) for v in pairs.values())
+                mean = total / self._num_weights
+                g_tree = {k: v[1] / mean for k, v in pairs.items()}
+            elif self.preconditioner == "ke_fan":
+                kf = self._ke_fan_params or dict(
+                    c2=self.step_size * n_data, t=1.0, n=n_data
+                )
+                rho, tau, xi_prev = state.precond
+                c = jnp.sqrt(eps * n_data)
+                lam_wd = {
+                    k: (lam[k] if k in lam else jnp.zeros(())) / kf["n"] for k in z
+                }
+                new = {
+                    k: core.ke_fan_precondition(
+                        rho[k],
+                        tau[k],
+                        xi_prev[k],
+                        grad[k] / kf["n"],
+                        lam_wd[k],
+                        c=c,
+                        t=kf["t"],
+                        n=kf["n"],
+                        eta=self.ke_fan_eta,
+                        xp=jnp,
+                    )
+                    for k in z
+                }
+                rho = {k: v[0] for k, v in new.items()}
+                tau = {k: v[1] for k, v in new.items()}
+                precond_state = (rho, tau, noise)
+                g_tree, noise_precond = tau, False
+            new_z, new_u = {}, {}
+            for k in z:
+                t_k, u_k = core.sghmc_step(
+                    z[k],
+                    state.u[k],
+                    grad[k],
+                    noise[k],
+                    step_size=eps,
+                    momentum_decay=a,
+                    temperature=temp,
+                    precond=None if g_tree is None else g_tree[k],
+                    noise_precond=noise_precond,
+                    xp=jnp,
+                )
+                if k in mask:
+                    t_k, u_k = t_k * mask[k], u_k * mask[k]
+                new_z[k], new_u[k] = t_k, u_k
+            self._check_finite(state.i, new_z)
+            pruned = sum(jnp.sum(1.0 - m) for m in mask.values()) if mask else 0.0
+            return SGHMCState(
+                i=state.i + 1,
+                z=new_z,
+                u=new_u,
+                potential_energy=pe,
+                step_size=eps,
+                sparsity=jnp.asarray(pruned / self._num_weights, pe.dtype),
+                perm=perm,
+                pos=pos,
+                precond=precond_state,
+                lam=lam,
+                mask=mask,
+                pi=pi,
+                em_on=em_on,
+                rng_key=key,
+            )
+
+        return sample
+
+    @staticmethod
+    def _check_finite(i: Any, z: dict) -> None:
+        names = list(z)
+        bad = jnp.stack([~jnp.all(jnp.isfinite(z[k])) for k in names])
+
+        def fail(step: Any, flags: Any) -> None:
+            flags = np.asarray(flags).reshape(-1, len(names)).any(axis=0)
+            if not flags.any():  # under vmap both branches of the cond run
+                return
+            sites = [n for n, f in zip(names, flags, strict=True) if f]
+            raise FloatingPointError(
+                f"SGHMC: non-finite values at step {int(np.max(step))} in site(s) "
+                f"{sites}; "
+                "lower step_size (or check the model's log density)"
+            )
+
+        lax.cond(
+            jnp.any(bad),
+            lambda: jax.debug.callback(fail, i, bad),
+            lambda: None,
+        )
+
+    def sample(
+        self, state: SGHMCState, model_args: tuple, model_kwargs: dict
+    ) -> SGHMCState:
+        if self._sample_fn is None:
+            raise RuntimeError("SGHMC.sample called before init")
+        return self._sample_fn(state, model_args, model_kwargs)
+
+    def postprocess_fn(self, model_args: tuple, model_kwargs: dict) -> Callable:
+        if self._postprocess is None:
+            return lambda x: x
+        return self._postprocess(*model_args, **model_kwargs)
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        return ("z",)
+
+    def get_diagnostics_str(self, state: SGHMCState) -> str:
+        return (
+            f"step size {float(state.step_size):.2e}, "
+            f"sparsity {float(state.sparsity):.1%}"
+        )

@@ -1,0 +1,366 @@
+"""SGHMC-within-EM: the exact conjugate posterior, the hand-computed momentum-SGD
+step, blackjax's SGHMC on the same noise, spike-and-slab EM pruning and bad input."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.diagnostics import effective_sample_size
+from numpyro.infer import MCMC, init_to_value
+from numpyro.infer.util import potential_energy
+
+from ppl_hw.core import sghmc as core
+from ppl_hw.numpyro.distributions import SpikeAndSlab
+from ppl_hw.numpyro.infer import SGHMC, SpikeSlabEM
+
+# -- a conjugate Bayesian linear regression ------------------------------------------
+N, D, SIGMA = 500, 3, 0.5
+_rng = np.random.default_rng(0)
+X_NP = _rng.normal(size=(N, D))
+Y_NP = X_NP @ np.array([1.0, -2.0, 0.5]) + SIGMA * _rng.normal(size=N)
+X, Y = jnp.asarray(X_NP, jnp.float32), jnp.asarray(Y_NP, jnp.float32)
+# exact posterior of w ~ N(0, I), y ~ N(X w, SIGMA^2)
+_PREC = np.eye(D) + X_NP.T @ X_NP / SIGMA**2
+POST_COV = np.linalg.inv(_PREC)
+POST_MEAN = POST_COV @ X_NP.T @ Y_NP / SIGMA**2
+POST_SD = np.sqrt(np.diag(POST_COV))
+
+
+def regression(x, y=None, batch=None):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+        numpyro.sample(
+            "y", dist.Normal(x[idx] @ w, SIGMA), obs=None if y is None else y[idx]
+        )
+
+
+def _run(kernel, num_samples, batch=None, seed=0, **kw):
+    mcmc = MCMC(kernel, num_warmup=2000, num_samples=num_samples, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), X, Y, batch=batch, **kw)
+    return mcmc
+
+
+@pytest.mark.parametrize(
+    "batch, mean_tol_se, sd_tol",
+    [
+        # full batch: the chain's mean within 4 Monte Carlo standard errors (a 6e-5
+        # false-alarm rate per coordinate for a Gaussian estimate) and its sd within
+        # 5 % (4 SE of an sd at ESS >= 1000 is 9 %; the discretisation error at
+        # eps * lambda_max = 0.04 is below 2 %, measured)
+        (None, 4.0, 0.09),
+        # minibatches of 50: the gradient noise inflates the variance by
+        # ~ eps * N^2 Var(grad_i) / (4 a B), ~ 25 % here, so the sd gets 35 %
+        (50, 6.0, 0.35),
+    ],
+)
+def test_recovers_the_exact_posterior_of_a_conjugate_regression(
+    batch, mean_tol_se, sd_tol
+):
+    mcmc = _run(SGHMC(regression, step_size=2e-5), 20_000, batch=batch)
+    w = np.asarray(mcmc.get_samples()["w"], np.float64)
+    ess = np.asarray(effective_sample_size(w[None]))
+    assert np.all(ess > 500), ess
+    se = POST_SD / np.sqrt(ess)
+    np.testing.assert_array_less(np.abs(w.mean(0) - POST_MEAN), mean_tol_se * se)
+    np.testing.assert_allclose(w.std(0), POST_SD, rtol=sd_tol)
+
+
+def _first_states(kernel, steps, batch=None):
+    state = kernel.init(jax.random.PRNGKey(3), 0, None, (X, Y), {"batch": batch})
+    states = [state]
+    for _ in range(steps):
+        state = kernel.sample(state, (X, Y), {"batch": batch})
+        states.append(state)
+    return states
+
+
+def test_temperature_zero_is_momentum_sgd():
+    eps, a = 1e-4, 0.3
+    kernel = SGHMC(regression, step_size=eps, temperature=0.0, momentum_decay=a)
+    states = _first_states(kernel, 3)
+
+    def grad_u(w):
+        return jax.grad(lambda z: potential_energy(regression, (X, Y), {}, {"w": z}))(w)
+
+    w, u = np.asarray(states[0].z["w"]), np.zeros(D)
+    for s in states[1:]:
+        # by hand: u <- (1 - a) u - eps grad U(w); w <- w + u
+        u = (1 - a) * u - eps * np.asarray(grad_u(jnp.asarray(w, jnp.float32)))
+        w = w + u
+        np.testing.assert_allclose(np.asarray(s.z["w"]), w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(s.u["w"]), u, rtol=1e-5, atol=1e-9)
+
+
+def test_one_step_equals_blackjax_sghmc_on_the_same_noise():
+    from blackjax.sgmcmc.diffusions import sghmc
+    from blackjax.util import generate_gaussian_noise
+
+    eps, a, temp = 4e-5, 0.1, 1.0
+    h = math.sqrt(eps)  # blackjax step
+    alpha = a / h  # blackjax friction per unit time
+    rng = np.random.default_rng(1)
+    theta = {"w": jnp.asarray(rng.normal(size=D), jnp.float32)}
+    u = {"w": jnp.asarray(rng.normal(size=D) * 1e-3, jnp.float32)}
+    grad = jax.grad(lambda z: potential_energy(regression, (X, Y), {}, z))(theta)
+    key = jax.random.PRNGKey(7)
+    noise = generate_gaussian_noise(key, theta)
+    ours = core.sghmc_step(
+        theta["w"],
+        u["w"],
+        grad["w"],
+        noise["w"],
+        step_size=eps,
+        momentum_decay=a,
+        temperature=temp,
+        xp=jnp,
+    )
+    neg_grad = jax.tree.map(lambda g: -g, grad)
+    p = jax.tree.map(lambda v: v / h, u)
+    x_bj, p_bj = sghmc(alpha)(key, theta, p, neg_grad, h, temp)
+    # the mapping of the docstring: u' = h p'; blackjax moves x with the old p
+    np.testing.assert_allclose(ours[1], h * p_bj["w"], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(x_bj["w"], theta["w"] + u["w"], rtol=1e-6)
+    np.testing.assert_allclose(ours[0], theta["w"] + h * p_bj["w"], rtol=1e-6)
+
+
+def test_kernel_step_is_the_core_step_with_its_documented_noise():
+    eps, a, temp = 3e-5, 0.2, 0.7
+    kernel = SGHMC(regression, step_size=eps, temperature=temp, momentum_decay=a)
+    s0, s1 = _first_states(kernel, 1, batch=100)
+    _, k_noise, _ = jax.random.split(s0.rng_key, 3)
+    noise = jax.random.normal(jax.random.split(k_noise, 1)[0], (D,))
+    idx = jax.lax.dynamic_slice(s0.perm, (0,), (100,))
+    model = numpyro.handlers.substitute(regression, data={"data": idx})
+    grad = jax.grad(lambda z: potential_energy(model, (X, Y), {"batch": 100}, z))(s0.z)
+    w, u = core.sghmc_step(
+        s0.z["w"],
+        s0.u["w"],
+        grad["w"],
+        noise,
+        step_size=eps,
+        momentum_decay=a,
+        temperature=temp,
+        xp=jnp,
+    )
+    np.testing.assert_allclose(s1.z["w"], w, rtol=1e-5)
+    np.testing.assert_allclose(s1.u["w"], u, rtol=1e-5, atol=1e-9)
+
+
+def test_minibatches_cover_each_epoch_once():
+    kernel = SGHMC(regression, step_size=1e-6)
+    batch = 100
+    states = _first_states(kernel, 2 * N // batch, batch=batch)
+    perms = {np.asarray(s.perm).tobytes() for s in states[1:]}
+    assert len(perms) == 2  # one permutation per epoch
+    for epoch in range(2):
+        seen = []
+        for s in states[1 + epoch * 5 : 1 + (epoch + 1) * 5]:
+            seen.append(np.asarray(s.perm)[int(s.pos) - batch : int(s.pos)])
+        assert sorted(np.concatenate(seen).tolist()) == list(range(N))
+
+
+def test_cyclical_schedule_follows_the_cosine():
+    steps, cycles, eps0 = 40, 4, 1e-5
+    kernel = SGHMC(
+        regression,
+        step_size=eps0,
+        schedule="cyclical",
+        num_cycles=cycles,
+        num_steps=steps,
+    )
+    got = [float(s.step_size) for s in _first_states(kernel, steps)[1:]]
+    k = np.arange(steps) % (steps // cycles)
+    expected = 0.5 * eps0 * (np.cos(np.pi * k / (steps // cycles)) + 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_ke_fan_mapping():
+    kernel = SGHMC.ke_fan(regression, num_data=N, c2=0.01, beta1=0.1)
+    t = N**-0.5
+    assert kernel.step_size == pytest.approx(0.01 / N)
+    assert kernel.momentum_decay == pytest.approx(0.9)
+    # their noise sqrt(2 + 2 beta1^2) C^1.5 T equals ours sqrt(2 a eps temperature)
+    ours = math.sqrt(2 * 0.9 * kernel.step_size * kernel.temperature)
+    theirs = math.sqrt(2 + 2 * 0.1**2) * 0.1**1.5 * t
+    assert ours == pytest.approx(theirs, rel=1e-12)
+
+
+# -- spike-and-slab EM ---------------------------------------------------------------
+
+
+def test_e_step_against_the_mixture_posterior():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(6, 4)) * np.array([[0.01], [0.3], [1.0], [0.05], [2.0], [0.1]])
+    pi, s0, s1 = 0.3, 0.1, 1.0
+    ms = core.group_mean_square(w, "input", xp=np)
+    p = core.e_step(ms, 4, pi, s0, s1, soft_threshold=None, xp=np)
+    # reference: Bayes' rule with scipy's normal densities over each row
+    from scipy.stats import norm
+
+    slab = pi * np.prod(norm.pdf(w, scale=s1), axis=1)
+    spike = (1 - pi) * np.prod(norm.pdf(w, scale=s0), axis=1)
+    np.testing.assert_allclose(p[:, 0], slab / (slab + spike), rtol=1e-10)
+    lam = core.surrogate_precision(p, s0, s1)
+    np.testing.assert_allclose(lam, p / s1**2 + (1 - p) / s0**2)
+
+
+def _sparse_model(p_in, n):
+    s1, s0 = 1 / math.sqrt(n * 2e-4), 1 / math.sqrt(n * 1e-2)
+
+    def model(x, y=None, batch=None):
+        ss = SpikeAndSlab(0.5, s0, s1)
+        w1 = numpyro.sample("w1", ss.expand([p_in, 5]).to_event(2))
+        b1 = numpyro.sample("b1", dist.Normal(0, s1).expand([5]).to_event(1))
+        w2 = numpyro.sample("w2", ss.expand([5, 3]).to_event(2))
+        b2 = numpyro.sample("b2", dist.Normal(0, s1).expand([3]).to_event(1))
+        w3 = numpyro.sample("w3", ss.expand([3, 1]).to_event(2))
+        b3 = numpyro.sample("b3", dist.Normal(0, s1).expand([1]).to_event(1))
+        with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+            h = jax.nn.relu(jax.nn.relu(x[idx] @ w1 + b1) @ w2 + b2)
+            obs = None if y is None else y[idx]
+            numpyro.sample("y", dist.Normal((h @ w3 + b3)[:, 0], 0.5**0.5), obs=obs)
+
+    return model
+
+
+def test_surrogate_replaces_the_spike_and_slab_term():
+    model = _sparse_model(4, 64)
+    em = SpikeSlabEM(every=1, warmup=0)
+    kernel = SGHMC(model, step_size=1e-6, em=em)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(64, 4)), jnp.float32)
+    y = jnp.zeros(64)
+    state = kernel.init(jax.random.PRNGKey(0), 0, None, (x, y), {})
+    pot = kernel._potential((x, y), {})
+    lam = {k: jnp.full_like(v, 3.0) for k, v in state.lam.items()}
+    z = state.z
+    on, off = pot(z, None, lam, jnp.array(True)), pot(z, None, lam, jnp.array(False))
+    ss_terms = 0.0
+    for k in ("w1", "w2", "w3"):
+        ss = SpikeAndSlab(0.5, 1 / math.sqrt(64 * 1e-2), 1 / math.sqrt(64 * 2e-4))
+        ss_terms += float(-jnp.sum(ss.log_prob(z[k])))
+    surrogate = sum(1.5 * float(jnp.sum(z[k] ** 2)) for k in ("w1", "w2", "w3"))
+    # never both: on = off - spike-and-slab terms + surrogate
+    assert float(on) == pytest.approx(float(off) - ss_terms + surrogate, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ke_fan_example_1_smoke_prunes_to_the_true_inputs():
+    """DESIGN §3.3 smoke size: P = 100, N = 2048, 300 epochs; pass = the five true
+    inputs kept and >= 90 % of the other input groups pruned."""
+    from ppl_hw.datasets import make_sparse_regression
+
+    data = make_sparse_regression("smoke")
+    x, y = (jnp.asarray(a, jnp.float32) for a in (data.x_train, data.y_train))
+    n, p_in = x.shape
+    batch, epochs = 256, 300
+    spe = n // batch
+    rng = np.random.default_rng(0)
+    init = {}
+    # PyTorch's default Linear init at the full size's fan-in (1 000 inputs)
+    for i, (fi, fo) in enumerate([(p_in, 5), (5, 3), (3, 1)], 1):
+        b = 1 / math.sqrt(1000 if i == 1 else fi)
+        init[f"w{i}"] = rng.uniform(-b, b, (fi, fo)).astype(np.float32)
+        init[f"b{i}"] = rng.uniform(-b, b, (fo,)).astype(np.float32)
+    em = SpikeSlabEM(
+        every=spe, warmup=50 * spe, soft_threshold=1e-2, hard_threshold=1e-3
+    )
+    kernel = SGHMC.ke_fan(
+        _sparse_model(p_in, n),
+        num_data=n,
+        c2=0.01,
+        em=em,
+        schedule="cyclical",
+        num_cycles=6,
+        num_steps=epochs * spe,
+        init_strategy=init_to_value(values=init),
+    )
+    mcmc = MCMC(kernel, num_warmup=0, num_samples=epochs * spe, progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(0), x, y, batch=batch, extra_fields=("sparsity",))
+    w1 = np.asarray(mcmc.get_samples()["w1"][-1])
+    kept = set(np.flatnonzero(np.abs(w1).sum(1) > 0).tolist())
+    assert {0, 1, 2, 3, 4} <= kept
+    assert len(kept - {0, 1, 2, 3, 4}) <= 0.1 * (p_in - 5)
+    assert float(mcmc.get_extra_fields()["sparsity"][-1]) > 0.8
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(step_size=0.0), "step_size"),
+        (dict(step_size=-1e-3), "step_size"),
+        (dict(step_size=1e-3, temperature=-1.0), "temperature"),
+        (dict(step_size=1e-3, momentum_decay=0.0), "momentum_decay"),
+        (dict(step_size=1e-3, schedule="linear"), "schedule"),
+        (dict(step_size=1e-3, schedule="cyclical"), "num_steps"),
+        (dict(step_size=1e-3, preconditioner="adam"), "preconditioner"),
+    ],
+)
+def test_bad_kernel_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SGHMC(regression, **kwargs)
+
+
+def test_thresholds_out_of_order():
+    with pytest.raises(ValueError, match="hard_threshold must be below"):
+        SpikeSlabEM(soft_threshold=1e-3, hard_threshold=1e-2)
+
+
+def test_em_needs_spike_and_slab_sites():
+    kernel = SGHMC(regression, step_size=1e-5, em=SpikeSlabEM())
+    with pytest.raises(ValueError, match="SpikeAndSlab"):
+        _run(kernel, 10)
+
+
+def test_subsample_larger_than_the_data():
+    with pytest.raises(ValueError, match="subsample"):
+        _run(SGHMC(regression, step_size=1e-5), 10, batch=N + 1)
+
+
+def test_nan_stops_the_run_naming_step_and_site():
+    # a step size far beyond stability: the chain overflows within a few steps
+    kernel = SGHMC(regression, step_size=10.0, temperature=0.0)
+    with pytest.raises(
+        Exception, match=r"non-finite values at step \d+ in site\(s\) \['w'\]"
+    ):
+        _run(kernel, 200)
+
+
+@pytest.mark.parametrize("chain_method", ["vectorized", "parallel"])
+def test_chains_extra_fields_and_arviz_full_data_log_likelihood(chain_method):
+    import arviz as az
+
+    mcmc = MCMC(
+        SGHMC(regression, step_size=2e-5),
+        num_warmup=50,
+        num_samples=100,
+        num_chains=2,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    fields = ("potential_energy", "sparsity", "step_size")
+    mcmc.run(jax.random.PRNGKey(0), X, Y, batch=50, extra_fields=fields)
+    w = mcmc.get_samples(group_by_chain=True)["w"]
+    assert w.shape == (2, 100, D)
+    assert not np.allclose(w[0], w[1])  # the chains are independent
+    extra = mcmc.get_extra_fields()
+    assert set(extra) == set(fields)
+    np.testing.assert_allclose(extra["step_size"], 2e-5, rtol=1e-6)
+    np.testing.assert_array_equal(extra["sparsity"], 0.0)
+    idata = az.from_numpyro(mcmc)
+    # the kernel's model forces the subsampled plate to full data
+    assert idata.log_likelihood["y"].shape == (2, 100, N)
+    ll = np.asarray(idata.log_likelihood["y"])[0, -1]
+    w_last = np.asarray(w[0, -1], np.float64)
+    expected = -0.5 * ((Y_NP - X_NP @ w_last) / SIGMA) ** 2 - np.log(
+        SIGMA * np.sqrt(2 * np.pi)
+    )
+    np.testing.assert_allclose(ll, expected, rtol=1e-4, atol=1e-4)
+    summary = az.summary(idata)
+    assert list(summary.index) == ["w[0]", "w[1]", "w[2]"]
