@@ -364,3 +364,111 @@ def test_chains_extra_fields_and_arviz_full_data_log_likelihood(chain_method):
     np.testing.assert_allclose(ll, expected, rtol=1e-4, atol=1e-4)
     summary = az.summary(idata)
     assert list(summary.index) == ["w[0]", "w[1]", "w[2]"]
+
+
+# -- Pyro ----------------------------------------------------------------------------
+
+
+def _pyro_regression():
+    import pyro
+    import pyro.distributions as pdist
+
+    def model(x, y=None, batch=None):
+        w = pyro.sample("w", pdist.Normal(0.0, 1.0).expand([D]).to_event(1))
+        with pyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+            obs = None if y is None else y[idx]
+            pyro.sample("y", pdist.Normal(x[idx] @ w, SIGMA), obs=obs)
+
+    return model
+
+
+def _pyro_run(kernel, num_samples, batch=None, warmup=1000):
+    import torch
+    from pyro.infer import MCMC as PyroMCMC
+
+    mcmc = PyroMCMC(
+        kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=True
+    )
+    x, y = (torch.tensor(a, dtype=torch.float32) for a in (X_NP, Y_NP))
+    mcmc.run(x, y, batch=batch)
+    return mcmc
+
+
+@pytest.mark.pyro
+def test_pyro_agrees_with_the_exact_posterior_and_with_numpyro():
+    from ppl_hw.pyro.infer import SGHMC as PyroSGHMC
+
+    w_p = _pyro_run(PyroSGHMC(_pyro_regression(), step_size=2e-5), 10_000)
+    w_p = w_p.get_samples()["w"].double().numpy()
+    w_n = np.asarray(_run(SGHMC(regression, step_size=2e-5), 10_000).get_samples()["w"])
+    se = []
+    for w in (w_p, w_n):
+        ess = np.asarray(effective_sample_size(w[None]))
+        assert np.all(ess > 250), ess
+        se.append(POST_SD / np.sqrt(ess))
+    # Pyro against the exact posterior: 4 SE (6e-5 false alarms per coordinate);
+    # its sd within 4 SE of an sd at ESS >= 250 (18 %)
+    np.testing.assert_array_less(np.abs(w_p.mean(0) - POST_MEAN), 4 * se[0])
+    np.testing.assert_allclose(w_p.std(0), POST_SD, rtol=0.18)
+    # the two backends: the difference of means within 4 SE of the difference
+    np.testing.assert_array_less(
+        np.abs(w_p.mean(0) - w_n.mean(0)), 4 * np.hypot(se[0], se[1])
+    )
+
+
+@pytest.mark.pyro
+def test_pyro_temperature_zero_is_momentum_sgd():
+    import pyro
+    import torch
+
+    from ppl_hw.pyro.infer import SGHMC as PyroSGHMC
+
+    eps, a = 1e-4, 0.3
+    model = _pyro_regression()
+    kernel = PyroSGHMC(model, step_size=eps, temperature=0.0, momentum_decay=a)
+    x, y = (torch.tensor(v, dtype=torch.float64) for v in (X_NP, Y_NP))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the model's prior in float64 too
+    try:
+        pyro.set_rng_seed(0)
+        kernel.setup(0, x, y)
+        z = kernel.initial_params
+        w, u = z["w"].numpy().copy(), np.zeros(D)
+        for _ in range(3):
+            z = kernel.sample(z)
+            # dU/dw = w - X^T (y - X w) / SIGMA^2, by hand
+            grad = w - X_NP.T @ (Y_NP - X_NP @ w) / SIGMA**2
+            u = (1 - a) * u - eps * grad
+            w = w + u
+            np.testing.assert_allclose(z["w"].numpy(), w, rtol=1e-10)
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.mark.pyro
+def test_pyro_bad_input_and_nan():
+    from ppl_hw.pyro.infer import SGHMC as PyroSGHMC
+    from ppl_hw.pyro.infer import SpikeSlabEM as PyroEM
+
+    with pytest.raises(ValueError, match="step_size"):
+        PyroSGHMC(_pyro_regression(), step_size=0.0)
+    with pytest.raises(ValueError, match="SpikeAndSlab"):
+        _pyro_run(PyroSGHMC(_pyro_regression(), step_size=1e-5, em=PyroEM()), 5)
+    with pytest.raises(ValueError, match="subsample"):
+        _pyro_run(PyroSGHMC(_pyro_regression(), step_size=1e-5), 5, batch=N + 1)
+    kernel = PyroSGHMC(_pyro_regression(), step_size=10.0, temperature=0.0)
+    with pytest.raises(FloatingPointError, match=r"at step \d+ in site\(s\) \['w'\]"):
+        _pyro_run(kernel, 200, warmup=0)
+
+
+@pytest.mark.pyro
+def test_pyro_arviz_posterior_and_divergences():
+    import arviz as az
+
+    from ppl_hw.pyro.infer import SGHMC as PyroSGHMC
+
+    mcmc = _pyro_run(PyroSGHMC(_pyro_regression(), step_size=2e-5), 200, batch=50)
+    idata = az.from_pyro(mcmc)
+    assert idata.posterior["w"].shape == (1, 200, D)
+    assert not idata.sample_stats["diverging"].values.any()
+    assert list(az.summary(idata).index) == ["w[0]", "w[1]", "w[2]"]

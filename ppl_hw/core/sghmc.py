@@ -100,7 +100,7 @@ def sghmc_step(
     :param noise_precond: scale the noise by :math:`G^{-1/2}` (the exact sampler);
         ``False`` is Ke & Fan's published update.
     """
-    scale = xp.sqrt(2.0 * momentum_decay * step_size * temperature)
+    scale = (2.0 * momentum_decay * step_size * temperature) ** 0.5
     kick = scale * noise
     if precond is not None and noise_precond:
         kick = kick / xp.sqrt(precond)

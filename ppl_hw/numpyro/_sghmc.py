@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,87 +19,13 @@ from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.primitives import Messenger
 from numpyro.util import is_prng_key
 
+from .. import _sghmc_common as sc
 from ..core import sghmc as core
 from .distributions import SpikeAndSlab
 
 __all__ = ["SGHMC", "SGHMCState", "SpikeSlabEM"]
 
-
-class SpikeSlabEM:
-    r"""Spike-and-slab EM inside :class:`SGHMC` (Ke & Fan 2022; see
-    :mod:`ppl_hw.core.sghmc`).
-
-    Every ``every`` steps after ``warmup`` steps, for each latent site with a
-    :class:`~ppl_hw.numpyro.distributions.SpikeAndSlab` prior: the E-step computes each
-    group's slab probability :math:`p^*_g` (the posterior one, or the paper's rule
-    ``mean(w_g^2) >= soft_threshold``), the site's spike-and-slab log density in the
-    potential is **replaced** by the Gaussian surrogate
-    :math:`-\tfrac12\sum_g \lambda_g \lVert w_g\rVert^2`,
-    :math:`\lambda_g = p^*_g/\sigma_1^2 + (1-p^*_g)/\sigma_0^2`, groups with
-    ``mean(w_g^2) < hard_threshold`` are pruned for good (a mask in the kernel state),
-    and the M-step sets :math:`\pi \leftarrow \mathrm{mean}_g\,p^*_g`.
-
-    :param every: steps between EM steps (e.g. the steps per epoch).
-    :param warmup: steps before the first EM step (the surrogate is not used before).
-    :param soft_threshold: ``None`` (posterior :math:`p^*_g`) or the paper's threshold
-        on ``mean(w_g^2)``.
-    :param hard_threshold: ``None`` (no pruning) or the pruning threshold on
-        ``mean(w_g^2)``; must be below ``soft_threshold`` when both are given.
-    :param groups: ``"input"`` (a dense weight ``(in, out)``: one group per input
-        unit), ``"kernel"`` (a conv weight ``(out, in, kh, kw)``: one group per kernel)
-        or ``None`` (each weight alone).
-    :param update_pi: run the M-step for :math:`\pi` (else keep the prior's).
-    """
-
-    def __init__(
-        self,
-        *,
-        every: int = 1,
-        warmup: int = 0,
-        soft_threshold: float | None = None,
-        hard_threshold: float | None = None,
-        groups: str | None = "input",
-        update_pi: bool = True,
-    ):
-        for name, v in (("every", every), ("warmup", warmup)):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {warmup}")
-        for name, v in (
-            ("soft_threshold", soft_threshold),
-            ("hard_threshold", hard_threshold),
-        ):
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, int | float) or not v > 0
-            ):
-                raise ValueError(f"{name} must be None or a number > 0, got {v!r}")
-        if (
-            soft_threshold is not None
-            and hard_threshold is not None
-            and not hard_threshold < soft_threshold
-        ):
-            raise ValueError(
-                "thresholds out of order: hard_threshold must be below "
-                f"soft_threshold, got hard_threshold={hard_threshold!r}, "
-                f"soft_threshold={soft_threshold!r}"
-            )
-        if groups not in core.GROUPINGS:
-            raise ValueError(
-                f"groups must be one of {list(core.GROUPINGS)}, got {groups!r}"
-            )
-        self.every, self.warmup = int(every), int(warmup)
-        self.soft_threshold, self.hard_threshold = soft_threshold, hard_threshold
-        self.groups, self.update_pi = groups, bool(update_pi)
-
-    def __repr__(self) -> str:
-        return (
-            f"SpikeSlabEM(every={self.every}, warmup={self.warmup}, "
-            f"soft_threshold={self.soft_threshold}, "
-            f"hard_threshold={self.hard_threshold}, groups={self.groups!r})"
-        )
+SpikeSlabEM = sc.SpikeSlabEM
 
 
 class SGHMCState(NamedTuple):
@@ -153,12 +78,6 @@ def _base_spike_slab(fn: Any) -> SpikeAndSlab | None:
     while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
         fn = fn.base_dist
     return fn if isinstance(fn, SpikeAndSlab) else None
-
-
-def _check_positive(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
-        raise ValueError(f"{name} must be a number > 0, got {v!r}")
-    return float(v)
 
 
 class SGHMC(MCMCKernel):
@@ -214,52 +133,18 @@ class SGHMC(MCMCKernel):
         rmsprop_delta: float = 1e-5,
         ke_fan_eta: float = 0.1,
     ):
-        if not callable(model):
-            raise TypeError(f"model must be callable, got {model!r}")
-        self.step_size = _check_positive("step_size", step_size)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or not temperature >= 0
-        ):
-            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
-        if (
-            isinstance(momentum_decay, bool)
-            or not isinstance(momentum_decay, int | float)
-            or not 0 < momentum_decay <= 1
-        ):
-            raise ValueError(
-                f"momentum_decay must be in (0, 1], got {momentum_decay!r}"
-            )
-        if schedule not in core.SCHEDULES:
-            raise ValueError(
-                f"schedule must be one of {list(core.SCHEDULES)}, got {schedule!r}"
-            )
-        if schedule == "cyclical":
-            if (
-                isinstance(num_steps, bool)
-                or not isinstance(num_steps, int)
-                or (num_steps < 1)
-            ):
-                raise ValueError(
-                    "schedule='cyclical' needs num_steps (an int >= 1, the warm-up "
-                    f"plus sample steps), got {num_steps!r}"
-                )
-            if (
-                isinstance(num_cycles, bool)
-                or not isinstance(num_cycles, int)
-                or (not 1 <= num_cycles <= num_steps)
-            ):
-                raise ValueError(
-                    f"num_cycles must be an int in [1, num_steps], got {num_cycles!r}"
-                )
-        if preconditioner not in core.PRECONDITIONERS:
-            raise ValueError(
-                f"preconditioner must be one of {list(core.PRECONDITIONERS)}, "
-                f"got {preconditioner!r}"
-            )
-        if em is not None and not isinstance(em, SpikeSlabEM):
-            raise TypeError(f"em must be a SpikeSlabEM or None, got {em!r}")
+        settings = sc.check_sghmc_args(
+            model,
+            step_size=step_size,
+            temperature=temperature,
+            momentum_decay=momentum_decay,
+            schedule=schedule,
+            num_cycles=num_cycles,
+            num_steps=num_steps,
+            preconditioner=preconditioner,
+            em=em,
+        )
+        self.step_size = settings["step_size"]
         self._model = model
         self.temperature = float(temperature)
         self.momentum_decay = float(momentum_decay)
@@ -270,9 +155,9 @@ class SGHMC(MCMCKernel):
         )
         self.preconditioner, self.em = preconditioner, em
         self.init_strategy = init_strategy
-        self.rmsprop_beta = _check_positive("rmsprop_beta", rmsprop_beta)
-        self.rmsprop_delta = _check_positive("rmsprop_delta", rmsprop_delta)
-        self.ke_fan_eta = _check_positive("ke_fan_eta", ke_fan_eta)
+        self.rmsprop_beta = sc.check_positive("rmsprop_beta", rmsprop_beta)
+        self.rmsprop_delta = sc.check_positive("rmsprop_delta", rmsprop_delta)
+        self.ke_fan_eta = sc.check_positive("ke_fan_eta", ke_fan_eta)
         self._ke_fan_params: dict | None = None
         self._plate: tuple[str, int, int] | None = None
         self._ss_sites: dict[str, tuple] = {}
@@ -303,28 +188,17 @@ class SGHMC(MCMCKernel):
         noise :math:`\sqrt{2 + 2\beta_1^2}\,C^{1.5} T`), ``preconditioner="ke_fan"``.
         With :math:`T = N^{-1/2}` this is a tempered posterior (temperature
         :math:`\approx 1.1\,C`), not the exact one."""
-        n = int(num_data)
-        if n < 1:
-            raise ValueError(f"num_data must be >= 1, got {num_data!r}")
-        c2 = _check_positive("c2", c2)
-        t = n**-0.5 if t is None else float(t)
-        if not 0 <= beta1 < 1:
-            raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
-        step_size = beta2 * c2 / n
-        temperature = (
-            (2 + 2 * beta1**2) * math.sqrt(c2) * t * t * n / (2 * (1 - beta1) * beta2)
-        )
-        kernel = cls(
+        return sc.ke_fan_kernel(
+            cls,
             model,
-            step_size=step_size,
-            temperature=temperature,
-            momentum_decay=1 - beta1,
-            preconditioner="ke_fan",
-            ke_fan_eta=eta,
+            num_data=num_data,
+            c2=c2,
+            t=t,
+            beta1=beta1,
+            beta2=beta2,
+            eta=eta,
             **kwargs,
         )
-        kernel._ke_fan_params = dict(c2=c2, t=t, n=n)
-        return kernel
 
     # -- the model -----------------------------------------------------------------
 

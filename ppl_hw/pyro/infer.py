@@ -15,9 +15,10 @@ from .. import _meanvar_common as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
 from ._backend import BACKEND
+from ._sghmc import SGHMC, SpikeSlabEM
 from .autoguide import _normal_prior
 
-__all__ = ["MeanVarAnnealing"]
+__all__ = ["SGHMC", "MeanVarAnnealing", "SpikeSlabEM"]
 
 _xp = BACKEND.xp
 
