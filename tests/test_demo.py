@@ -38,6 +38,7 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         "AutoNormal, SpikeAndSlab prior",
         "AutoMeanKL, 20,000-bit budget",
         "AutoDeviceNoise, MTJ shape",
+        "SGHMC + SpikeSlabEM",
     ]
     assert [(r.backend, r.method) for r in rows] == [
         (b, m) for b in ("numpyro", "pyro") for m in methods
@@ -52,7 +53,7 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         assert f"| {gen} |" in printed
     assert str(tmp_path.resolve()) in printed
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 14
+    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 16
     assert len(saved["noise"]) == 4
     for r in saved["noise"]:
         # the exact affine standardisation of EmpiricalNoise
@@ -61,8 +62,10 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     for r in rows:
         # 300 SVI steps already separate the digits far above chance (10 %)
         assert r.accuracy > 0.5 and r.nll > 0 and 0 <= r.ece <= 1
-    sparsity = [r.sparsity for r in rows if "SpikeAndSlab" in r.method]
+    sparsity = [r.sparsity for r in rows if "SpikeAndSlab prior" in r.method]
     assert all(0 < s < 1 for s in sparsity)
+    # the kernel's share of pruned weights
+    assert all(0 <= r.sparsity < 1 for r in rows if r.method.startswith("SGHMC"))
     for r in rows:
         if r.method.startswith("AutoMeanKL"):
             # recomputed in float64 from the guide's (mu, sigma): the budget holds

@@ -61,6 +61,8 @@ __all__ = [
     "SCHEDULES",
     "cyclical_step_size",
     "e_step",
+    "feistel_encrypt",
+    "feistel_half_bits",
     "group_mean_square",
     "group_size",
     "ke_fan_precondition",
@@ -206,3 +208,36 @@ def e_step(
 def surrogate_precision(p: Any, spike_scale: Any, slab_scale: Any) -> Any:
     """:math:`\\lambda_g = p^*_g/\\sigma_1^2 + (1 - p^*_g)/\\sigma_0^2`."""
     return p / slab_scale**2 + (1.0 - p) / spike_scale**2
+
+
+FEISTEL_ROUNDS = 4
+
+
+def feistel_half_bits(n: int) -> int:
+    r"""Half the bit width of the Feistel domain :math:`[0, 4^h) \supseteq [0, n)`."""
+    return max(1, (int(n - 1).bit_length() + 1) // 2)
+
+
+def feistel_encrypt(v: Any, key_words: Any, half_bits: int, *, xp: Any) -> Any:
+    r"""A keyed bijection of :math:`[0, 4^h)` (``uint32`` in and out): a
+    ``FEISTEL_ROUNDS``-round balanced Feistel network with a multiply-xorshift round
+    function. Applied by cycle walking (re-encrypt while the value is :math:`\ge n`)
+    it is a pseudo-random permutation of :math:`[0, n)`, evaluated in O(1) per
+    index: the kernels slice an epoch's permutation without storing it, so a step
+    costs the same for N = 10^3 and 10^5 (a stored permutation carried through the
+    jitted loop cost 17-54 µs per step on CPU, measured).
+
+    :param v: values in :math:`[0, 4^h)`, ``uint32``.
+    :param key_words: ``FEISTEL_ROUNDS`` ``uint32`` round keys.
+    :param half_bits: :math:`h` from :func:`feistel_half_bits`.
+    """
+    mask = (1 << half_bits) - 1
+    mul1 = xp.asarray(0x9E3779B1, dtype=v.dtype)
+    mul2 = xp.asarray(0x2C1B3C6D, dtype=v.dtype)
+    left, right = v >> half_bits, v & mask
+    for k in range(FEISTEL_ROUNDS):
+        f = right * mul1 + key_words[k]
+        f = (f ^ (f >> 15)) * mul2
+        f = (f ^ (f >> 12)) & mask
+        left, right = right, left ^ f
+    return (left << half_bits) | right

@@ -8,10 +8,12 @@ options). It
 * trains the Bayesian MLP 64-64-10 on the digits with ``TraceMeanField_ELBO`` on
   NumPyro and on Pyro: ``AutoNormal`` with Normal(0, 1) priors and with
   ``SpikeAndSlab(0.5, 0.05, 1.0)`` weight priors, ``AutoMeanKL`` (a 20 000-bit KL
-  budget) and ``AutoDeviceNoise`` (the MTJ noise shape), and prints one table
-  (backend, method, test accuracy, NLL, ECE, sparsity, KL to the prior in bits,
-  time), where sparsity is the share of weights whose posterior slab probability
-  (at the posterior median) is below 0.5;
+  budget) and ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with
+  ``SGHMC`` + ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128), and
+  prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
+  prior in bits, time), where sparsity is the share of weights whose posterior slab
+  probability (at the posterior median) is below 0.5 for the ``AutoNormal`` row and
+  the share of weights pruned for the SGHMC row;
 * deploys the ``AutoNormal`` posterior on a simulated PCM crossbar
   (``crossbar(..., device=PCM())``) read 1 s, 1 day and 1 year after programming;
 

@@ -17,6 +17,9 @@ __all__ = [
     "DEMO_KL_BUDGET_BITS",
     "DEPLOY_TIMES",
     "GAUSSIAN_ENTROPY",
+    "SGHMC_BATCH",
+    "SGHMC_HARD_THRESHOLD",
+    "SGHMC_STEP_SIZE",
     "SIZES",
     "SPIKE_AND_SLAB",
     "DemoConfig",
@@ -24,6 +27,7 @@ __all__ = [
     "Row",
     "evaluate",
     "kl_bits",
+    "sghmc_em_settings",
 ]
 
 SIZES = {
@@ -39,6 +43,23 @@ DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
 """Times since programming at which the demo reads the PCM crossbar."""
 
 SPIKE_AND_SLAB = (0.5, 0.05, 1.0)
+# SGHMC + SpikeSlabEM: step size on the potential, minibatch, EM/pruning settings;
+# cfg.steps warm-up steps then cfg.steps sampling steps, thinned to 100 draws
+SGHMC_STEP_SIZE = 1e-4
+SGHMC_BATCH = 128
+SGHMC_HARD_THRESHOLD = 4e-3
+
+
+def sghmc_em_settings(num_train: int, steps: int) -> dict:
+    """``SpikeSlabEM`` arguments of the demo: the EM once per epoch from half-way
+    through the warm-up, posterior E-step, hard pruning."""
+    return dict(
+        every=num_train // SGHMC_BATCH,
+        warmup=steps // 2,
+        hard_threshold=SGHMC_HARD_THRESHOLD,
+    )
+
+
 """The demo's spike-and-slab weight prior: slab weight, spike scale, slab scale."""
 
 DEMO_KL_BUDGET_BITS = 20_000.0

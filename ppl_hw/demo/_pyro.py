@@ -16,16 +16,20 @@ from ..datasets import Split
 from ..devices import PCM, mtj_noise
 from ..pyro.autoguide import AutoDeviceNoise, AutoMeanKL
 from ..pyro.distributions import EmpiricalNoise, SpikeAndSlab
+from ..pyro.infer import SGHMC, SpikeSlabEM
 from ..pyro.models import mlp_classifier
 from ..pyro.poutine import crossbar
 from ._common import (
     DEMO_KL_BUDGET_BITS,
     DEPLOY_TIMES,
+    SGHMC_BATCH,
+    SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
     DemoConfig,
     Row,
     evaluate,
     kl_bits,
+    sghmc_em_settings,
 )
 
 __all__ = ["JOBS"]
@@ -145,4 +149,39 @@ def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
     return [evaluate("pyro", method, probs, data, seconds, kl_bits=kl)]
 
 
-JOBS = [autonormal, spike_and_slab, meankl, device_noise]
+def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
+    """SGHMC with spike-and-slab priors and SpikeSlabEM (posterior E-step, hard
+    pruning); sparsity is the share of weights pruned."""
+    from pyro.infer import MCMC
+
+    start = time.perf_counter()
+    pyro.set_rng_seed(cfg.seed)
+    prior = SpikeAndSlab(*SPIKE_AND_SLAB)
+    model = functools.partial(
+        mlp_classifier, weight_prior=prior, batch_size=SGHMC_BATCH
+    )
+    em = SpikeSlabEM(**sghmc_em_settings(data.x_train.shape[0], cfg.steps))
+    kernel = SGHMC(model, step_size=SGHMC_STEP_SIZE, em=em)
+    mcmc = MCMC(
+        kernel,
+        num_samples=cfg.steps,
+        warmup_steps=cfg.steps,
+        disable_progbar=not cfg.progress,
+    )
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    mcmc.run(x, y)
+    thin = max(1, cfg.steps // 100)
+    samples = {k: v[::thin] for k, v in mcmc.get_samples().items()}
+    full = functools.partial(mlp_classifier, weight_prior=prior)
+    with torch.no_grad():
+        predictive = Predictive(
+            full, posterior_samples=samples, return_sites=["logits"]
+        )
+        logits = predictive(torch.as_tensor(data.x_test))["logits"]
+        probs = torch.softmax(logits, -1).mean(0).numpy()
+    seconds = time.perf_counter() - start
+    method = "SGHMC + SpikeSlabEM"
+    return [evaluate("pyro", method, probs, data, seconds, sparsity=kernel.sparsity)]
+
+
+JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc]

@@ -25,7 +25,9 @@ from .distributions import SpikeAndSlab
 
 __all__ = ["SGHMC", "SGHMCState", "SpikeSlabEM"]
 
-SpikeSlabEM = sc.SpikeSlabEM
+
+class SpikeSlabEM(sc.SpikeSlabEM):
+    __doc__ = sc.SpikeSlabEM.__doc__
 
 
 class SGHMCState(NamedTuple):
@@ -37,7 +39,7 @@ class SGHMCState(NamedTuple):
     potential_energy: Any
     step_size: Any
     sparsity: Any
-    perm: Any
+    epoch_key: Any
     pos: Any
     precond: Any
     lam: dict
@@ -91,8 +93,9 @@ class SGHMC(MCMCKernel):
     :math:`\epsilon`), ``momentum_decay`` is the friction per step.
 
     **Minibatches** come from the model's own subsampled plate
-    (``numpyro.plate(name, N, subsample_size=B)``): one random permutation of the
-    data per epoch, sliced into consecutive batches (the last ``N mod B`` indices of an
+    (``numpyro.plate(name, N, subsample_size=B)``): one pseudo-random permutation of
+    the data per epoch (a keyed Feistel bijection, never stored), sliced into
+    consecutive batches (the last ``N mod B`` indices of an
     epoch are skipped); the plate scales the likelihood by ``N/B``. A model without a
     subsampled plate runs full-batch. :attr:`model` is the model with the plate forced
     to full data, so ``az.from_numpyro(mcmc)`` computes a full-data log likelihood.
@@ -112,6 +115,13 @@ class SGHMC(MCMCKernel):
     :param rmsprop_beta: pSGLD's averaging rate.
     :param rmsprop_delta: pSGLD's damping.
     :param ke_fan_eta: the step of Ke & Fan's dual update.
+    :param mesh: a ``jax.sharding.Mesh`` (e.g. ``jax.make_mesh((2,), ("data",),
+        axis_types=(AxisType.Auto,))``): the minibatch indices are sharded over
+        ``mesh_axis``, so each device computes the likelihood and its gradient on its
+        share of the minibatch and XLA sums them (data parallelism; the data arrays
+        may be sharded too, with ``jax.device_put``). Needs a subsampled plate whose
+        size is divisible by the number of devices on the axis.
+    :param mesh_axis: the mesh axis to shard over (default: the first).
     """
 
     sample_field = "z"
@@ -132,7 +142,22 @@ class SGHMC(MCMCKernel):
         rmsprop_beta: float = 0.99,
         rmsprop_delta: float = 1e-5,
         ke_fan_eta: float = 0.1,
+        mesh: Any = None,
+        mesh_axis: str | None = None,
     ):
+        if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+            raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {mesh!r}")
+        if mesh is not None:
+            axis = mesh.axis_names[0] if mesh_axis is None else mesh_axis
+            if axis not in mesh.axis_names:
+                raise ValueError(
+                    f"mesh_axis must be one of the mesh's axes {mesh.axis_names}, "
+                    f"got {mesh_axis!r}"
+                )
+            self._batch_sharding: Any = jax.sharding.NamedSharding(
+                mesh, jax.sharding.PartitionSpec(axis)
+            )
+        self.mesh = mesh
         settings = sc.check_sghmc_args(
             model,
             step_size=step_size,
@@ -255,6 +280,14 @@ class SGHMC(MCMCKernel):
                 f"{[p[0] for p in plates]}"
             )
         self._plate = plates[0] if plates else None
+        if self.mesh is not None:
+            devices = self._batch_sharding.mesh.shape[self._batch_sharding.spec[0]]
+            if self._plate is None or self._plate[2] % devices:
+                raise ValueError(
+                    "mesh= shards the minibatch: it needs a subsampled plate whose "
+                    f"subsample_size is divisible by the {devices} devices of the "
+                    f"axis, got plate {self._plate}"
+                )
         if self.em is not None and not self._ss_sites:
             raise ValueError(
                 "em=SpikeSlabEM(...) needs latent sites with SpikeAndSlab priors; the "
@@ -267,6 +300,8 @@ class SGHMC(MCMCKernel):
         def potential(z: dict, idx: Any, lam: dict, em_on: Any) -> Any:
             model = self._model
             if self._plate is not None:
+                if self.mesh is not None:
+                    idx = lax.with_sharding_constraint(idx, self._batch_sharding)
                 model = handlers.substitute(model, data={self._plate[0]: idx})
             if not names:
                 return potential_energy(model, model_args, model_kwargs, z)
@@ -334,8 +369,7 @@ class SGHMC(MCMCKernel):
                 )
             else:
                 precond = None
-            n = self._plate[1] if self._plate else 1
-            perm = random.permutation(k_perm, n) if self._plate else jnp.zeros(1, int)
+            epoch_key = random.bits(k_perm, (core.FEISTEL_ROUNDS,), jnp.uint32)
             dtype = jnp.result_type(float)
             return SGHMCState(
                 i=jnp.array(0),
@@ -344,7 +378,7 @@ class SGHMC(MCMCKernel):
                 potential_energy=jnp.zeros((), dtype),
                 step_size=jnp.asarray(self.step_size, dtype),
                 sparsity=jnp.zeros((), dtype),
-                perm=perm,
+                epoch_key=epoch_key,
                 pos=jnp.array(0),
                 precond=precond,
                 lam=lam,
@@ -366,15 +400,27 @@ class SGHMC(MCMCKernel):
             i, self.step_size, self.num_steps, self.num_cycles, xp=jnp
         )
 
-    def _next_batch(self, perm: Any, pos: Any, key: Any) -> tuple[Any, Any, Any]:
+    def _next_batch(self, epoch_key: Any, pos: Any, key: Any) -> tuple[Any, Any, Any]:
+        """The next ``B`` indices of the epoch's permutation (a keyed Feistel
+        bijection, :func:`ppl_hw.core.sghmc.feistel_encrypt`); a new key per epoch."""
         if self._plate is None:
-            return None, perm, pos
+            return None, epoch_key, pos
         _, n, b = self._plate
         need = pos + b > n
-        perm = lax.cond(need, lambda: random.permutation(key, n), lambda: perm)
+        epoch_key = jnp.where(
+            need, random.bits(key, (core.FEISTEL_ROUNDS,), jnp.uint32), epoch_key
+        )
         pos = jnp.where(need, 0, pos)
-        idx = lax.dynamic_slice(perm, (pos,), (b,))
-        return idx, perm, pos + b
+        h = core.feistel_half_bits(n)
+
+        def enc(v: Any) -> Any:
+            return core.feistel_encrypt(v, epoch_key, h, xp=jnp)
+
+        v = enc((pos + jnp.arange(b)).astype(jnp.uint32))
+        v = lax.while_loop(
+            lambda v: jnp.any(v >= n), lambda v: jnp.where(v >= n, enc(v), v), v
+        )
+        return v.astype(jnp.int32), epoch_key, pos + b
 
     def _em(self, state: SGHMCState, z: dict) -> tuple[dict, dict, dict, Any]:
         em = self.em
@@ -416,7 +462,7 @@ class SGHMC(MCMCKernel):
 
         def sample(state: SGHMCState, model_args: Any, model_kwargs: Any) -> SGHMCState:
             key, k_noise, k_perm = random.split(state.rng_key, 3)
-            idx, perm, pos = self._next_batch(state.perm, state.pos, k_perm)
+            idx, epoch_key, pos = self._next_batch(state.epoch_key, state.pos, k_perm)
             z = state.z
             lam, mask, pi, em_on = state.lam, state.mask, state.pi, state.em_on
             if self.em is not None:
@@ -504,7 +550,7 @@ class SGHMC(MCMCKernel):
                 potential_energy=pe,
                 step_size=eps,
                 sparsity=jnp.asarray(pruned / self._num_weights, pe.dtype),
-                perm=perm,
+                epoch_key=epoch_key,
                 pos=pos,
                 precond=precond_state,
                 lam=lam,

@@ -23,7 +23,9 @@ from .distributions import SpikeAndSlab
 
 __all__ = ["SGHMC", "SpikeSlabEM"]
 
-SpikeSlabEM = sc.SpikeSlabEM
+
+class SpikeSlabEM(sc.SpikeSlabEM):
+    __doc__ = sc.SpikeSlabEM.__doc__
 
 
 def _base_spike_slab(fn: Any) -> SpikeAndSlab | None:
