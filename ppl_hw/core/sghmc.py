@@ -195,6 +195,9 @@ def e_step(
     rule :math:`p^*_g = 1[s_g \\ge \\text{soft\\_threshold}]`."""
     if soft_threshold is not None:
         return xp.where(mean_sq >= soft_threshold, 1.0, 0.0)
+    pi, spike_scale, slab_scale = (
+        xp.asarray(v, dtype=mean_sq.dtype) for v in (pi, spike_scale, slab_scale)
+    )
     # log odds of slab vs spike for d independent weights with sum of squares d * s
     log_odds = (
         xp.log(pi)
