@@ -1,0 +1,160 @@
+r"""The probabilistic forward pass (PFP; Roth & Pernkopf 2018/2019): moment rules.
+
+Every activation is approximated by independent Gaussians with mean ``m`` and
+variance ``v`` (:class:`Moments`); weights are independent with mean and variance
+(e.g. of a :class:`~ppl_hw.numpyro.distributions.DiscreteWeight`). The rules:
+
+* **linear** (dense or convolution, any bilinear ``op(x, w)`` that is linear in each
+  argument and sums products): :math:`m' = \mathrm{op}(m, E[W])`,
+  :math:`v' = \mathrm{op}(m^2, \mathrm{Var} W) + \mathrm{op}(v, E[W]^2) +
+  \mathrm{op}(v, \mathrm{Var} W)` (exact for independent inputs and weights; a
+  deterministic input has ``v = 0``);
+* **sign**: :math:`m' = \mathrm{erf}(m/\sqrt{2v})`, :math:`v' = 1 - m'^2`, exact for a
+  Gaussian input (``P(sign = +1) = Φ(m/√v)``);
+* **batch norm** on moments: batch mean of the means, batch variance
+  :math:`\sum (v + (m - \mu)^2)/(n - 1)`, then :math:`m' = a m + b`,
+  :math:`v' = a^2 v` with :math:`a = \gamma/\sqrt{\sigma^2 + \varepsilon}`;
+* **max pooling** (2×2, stride 2, NCHW): for ±1 inputs (after a sign) the exact
+  :math:`P(\max = -1) = \prod_k (1 - m_k)/2`; for Gaussian inputs Clark's (1961)
+  moment-matched :math:`\max(\max(x_1, x_2), \max(x_3, x_4))`;
+* **average pooling** (k×k, stride k): means averaged, variances summed over
+  :math:`k^4`;
+* **dropout**: a mask multiplies both moments (the mask's own randomness is the
+  caller's);
+* **output**: the second-order expansion
+  :math:`E[-\log \mathrm{softmax}_y(a)] \approx -\log \mathrm{softmax}_y(m)
+  + \tfrac12 \sum_c s_c (1 - s_c) v_c`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .backend import Special
+
+__all__ = [
+    "SIGN_EPS",
+    "Moments",
+    "avg_pool_moments",
+    "batch_norm_moments",
+    "binary_max_pool_moments",
+    "dropout_moments",
+    "expected_nll_taylor",
+    "gaussian_max_moments",
+    "linear_moments",
+    "max_pool_moments",
+    "sign_moments",
+]
+
+SIGN_EPS = 1e-12
+
+
+class Moments(NamedTuple):
+    """Independent Gaussian activations: elementwise ``mean`` and ``var``."""
+
+    mean: Any
+    var: Any
+
+
+def linear_moments(
+    x: Moments, w_mean: Any, w_var: Any, op: Callable[[Any, Any], Any]
+) -> Moments:
+    """Moments of ``op(X, W)`` for independent ``X`` and ``W`` (module docstring)."""
+    m, v = x
+    mean = op(m, w_mean)
+    var = op(m * m, w_var) + op(v, w_mean * w_mean) + op(v, w_var)
+    return Moments(mean, var)
+
+
+def sign_moments(x: Moments, *, xp: Any, special: Special) -> Moments:
+    """Exact moments of ``sign(X)``, ``X ~ N(m, v)``, in {-1, +1}."""
+    m, v = x
+    mean = special.erf(m / xp.sqrt(2.0 * v + SIGN_EPS))
+    return Moments(mean, xp.clip(1.0 - mean * mean, 0.0, 1.0))
+
+
+def batch_norm_moments(
+    x: Moments,
+    gamma: Any = 1.0,
+    beta: Any = 0.0,
+    *,
+    eps: float = 1e-5,
+    xp: Any,
+) -> Moments:
+    """Batch normalisation of moments over the batch axis 0 (features on the
+    others): the batch's statistics include the activations' own variance."""
+    m, v = x
+    n = m.shape[0]
+    mu = xp.mean(m, axis=0)
+    var = xp.sum(v + (m - mu) ** 2, axis=0) / max(n - 1, 1)
+    a = gamma / xp.sqrt(var + eps)
+    return Moments(a * (m - mu) + beta, a * a * v)
+
+
+def _quads(a: Any) -> tuple[Any, Any, Any, Any]:
+    """The four members of each 2×2 window of an NCHW array (stride 2)."""
+    return (
+        a[..., 0::2, 0::2],
+        a[..., 0::2, 1::2],
+        a[..., 1::2, 0::2],
+        a[..., 1::2, 1::2],
+    )
+
+
+def binary_max_pool_moments(x: Moments) -> Moments:
+    """2×2 max pooling of independent ±1 variables with means ``m``: exact."""
+    p_all_minus = 1.0
+    for q in _quads(x.mean):
+        p_all_minus = p_all_minus * (1.0 - q) / 2.0
+    mean = 1.0 - 2.0 * p_all_minus
+    return Moments(mean, 1.0 - mean * mean)
+
+
+def gaussian_max_moments(
+    m1: Any, v1: Any, m2: Any, v2: Any, *, xp: Any, special: Special
+) -> tuple[Any, Any]:
+    """Clark's moments of ``max(X1, X2)`` for independent Gaussians (exact)."""
+    a = xp.sqrt(v1 + v2 + SIGN_EPS)
+    alpha = (m1 - m2) / a
+    cdf, cdf_neg = special.ndtr(alpha), special.ndtr(-alpha)
+    pdf = xp.exp(-0.5 * alpha * alpha) / (2.0 * 3.141592653589793) ** 0.5
+    mean = m1 * cdf + m2 * cdf_neg + a * pdf
+    second = (v1 + m1 * m1) * cdf + (v2 + m2 * m2) * cdf_neg + (m1 + m2) * a * pdf
+    return mean, xp.clip(second - mean * mean, 0.0, None)
+
+
+def max_pool_moments(x: Moments, *, xp: Any, special: Special) -> Moments:
+    """2×2 max pooling (stride 2, NCHW) of Gaussian activations: Clark's rule
+    applied as ``max(max(x1, x2), max(x3, x4))``."""
+    (m1, m2, m3, m4), (v1, v2, v3, v4) = _quads(x.mean), _quads(x.var)
+    ma, va = gaussian_max_moments(m1, v1, m2, v2, xp=xp, special=special)
+    mb, vb = gaussian_max_moments(m3, v3, m4, v4, xp=xp, special=special)
+    return Moments(*gaussian_max_moments(ma, va, mb, vb, xp=xp, special=special))
+
+
+def avg_pool_moments(x: Moments, k: int, *, xp: Any) -> Moments:
+    """k×k average pooling (stride k, NCHW) of independent activations."""
+    m, v = x
+    *lead, h, w = m.shape
+    shape = (*lead, h // k, k, w // k, k)
+    crop = (..., slice(0, h // k * k), slice(0, w // k * k))
+    mean = xp.mean(xp.reshape(m[crop], shape), axis=(-3, -1))
+    var = xp.sum(xp.reshape(v[crop], shape), axis=(-3, -1)) / float(k**4)
+    return Moments(mean, var)
+
+
+def dropout_moments(x: Moments, mask: Any) -> Moments:
+    """A dropout mask (0/1, or scaled) applied to both moments."""
+    return Moments(x.mean * mask, x.var * mask * mask)
+
+
+def expected_nll_taylor(x: Moments, y: Any, *, xp: Any, special: Special) -> Any:
+    """Second-order approximation of :math:`E[-\\log \\mathrm{softmax}_y(a)]` for
+    logits :math:`a \\sim N(m, v)`, per example (classes on the last axis)."""
+    m, v = x
+    log_s = m - special.logsumexp(m, axis=-1, keepdims=True)
+    s = xp.exp(log_s)
+    onehot = xp.arange(m.shape[-1]) == y[..., None]
+    picked = xp.sum(xp.where(onehot, log_s, 0.0), axis=-1)
+    return -picked + 0.5 * xp.sum(s * (1.0 - s) * v, axis=-1)
