@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["conv_geometry"]
+__all__ = [
+    "apply_dropout",
+    "as_moments",
+    "avg_pool",
+    "batch_norm",
+    "check_dropout",
+    "conv_geometry",
+    "flatten",
+    "is_moments",
+    "linear_pfp",
+    "max_pool",
+]
 
 
 def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
@@ -24,3 +35,101 @@ def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
 def conv_geometry(stride: Any, padding: Any) -> tuple[tuple[int, int], tuple[int, int]]:
     """Validated ``(strides, paddings)`` of a 2-D convolution."""
     return _pair("stride", stride, 1), _pair("padding", padding, 0)
+
+
+# -- the probabilistic forward pass: the same primitives on Moments -------------
+
+
+def is_moments(*xs: Any) -> bool:
+    """Whether any argument is a :class:`~ppl_hw.core.pfp.Moments`."""
+    from .core.pfp import Moments
+
+    return any(isinstance(x, Moments) for x in xs)
+
+
+def as_moments(x: Any, xp: Any) -> Any:
+    """``x`` as Moments (a plain array is deterministic: variance 0)."""
+    from .core.pfp import Moments
+
+    return x if isinstance(x, Moments) else Moments(x, xp.zeros_like(x))
+
+
+def linear_pfp(x: Any, w: Any, b: Any, op: Any, bias_view: Any, xp: Any) -> Any:
+    """Moments of ``op(x, w) + b`` with any of them Moments (weights and bias
+    independent of the input)."""
+    from .core import pfp
+
+    wm = as_moments(w, xp)
+    out = pfp.linear_moments(as_moments(x, xp), wm.mean, wm.var, op)
+    if b is None:
+        return out
+    bm = as_moments(b, xp)
+    return pfp.Moments(out.mean + bias_view(bm.mean), out.var + bias_view(bm.var))
+
+
+def check_pool(x: Any, k: int = 2) -> None:
+    shape = (x.mean if is_moments(x) else x).shape
+    if len(shape) != 4:
+        raise ValueError(
+            f"pooling expects NCHW images (4 axes), got shape {tuple(shape)}"
+        )
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+
+def max_pool(x: Any, binary: bool, xp: Any, special: Any) -> Any:
+    """2×2 max pooling (stride 2, NCHW) of arrays or Moments (``binary``: the
+    exact rule for ±1 activations)."""
+    from .core import pfp
+
+    check_pool(x)
+    if is_moments(x):
+        if binary:
+            return pfp.binary_max_pool_moments(x)
+        return pfp.max_pool_moments(x, xp=xp, special=special)
+    q = [x[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+    h, w = min(a.shape[-2] for a in q), min(a.shape[-1] for a in q)
+    q = [a[..., :h, :w] for a in q]
+    return xp.maximum(xp.maximum(q[0], q[1]), xp.maximum(q[2], q[3]))
+
+
+def avg_pool(x: Any, k: int, xp: Any) -> Any:
+    from .core import pfp
+
+    check_pool(x, k)
+    out = pfp.avg_pool_moments(as_moments(x, xp), k, xp=xp)
+    return out if is_moments(x) else out.mean
+
+
+def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
+    """Batch normalisation over axis 0 with the batch's statistics (variance with
+    ``n - 1``, as the PFP rule); on Moments the activations' variance counts."""
+    from .core import pfp
+
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    out = pfp.batch_norm_moments(as_moments(x, xp), gamma, beta, eps=eps, xp=xp)
+    return out if is_moments(x) else out.mean
+
+
+def flatten(x: Any, xp: Any) -> Any:
+    from .core.pfp import Moments
+
+    if is_moments(x):
+        n = x.mean.shape[0]
+        return Moments(xp.reshape(x.mean, (n, -1)), xp.reshape(x.var, (n, -1)))
+    return xp.reshape(x, (x.shape[0], -1))
+
+
+def check_dropout(p: Any) -> float:
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+        raise ValueError(f"p must be a number in [0, 1), got {p!r}")
+    return float(p)
+
+
+def apply_dropout(x: Any, keep: Any, p: float) -> Any:
+    """Inverted dropout with the 0/1 ``keep`` mask, on arrays or Moments."""
+    from .core import pfp
+
+    mask = keep / (1.0 - p)
+    return pfp.dropout_moments(x, mask) if is_moments(x) else x * mask

@@ -15,21 +15,39 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
+from .. import _nn_common as nc
 from .._nn_common import conv_geometry
 from ..core import nn as _core
+from ..core import pfp as _pfp
+from ..core.pfp import Moments
 from ._backend import BACKEND
 from .handlers import active_crossbar
 
-__all__ = ["binary_dense", "conv2d", "dense", "sign"]
+__all__ = [
+    "Moments",
+    "avg_pool",
+    "batch_norm",
+    "binary_dense",
+    "conv2d",
+    "dense",
+    "dropout",
+    "flatten",
+    "max_pool",
+    "sign",
+]
 
 
 def dense(x: Any, w: Any, b: Any = None) -> jnp.ndarray:
-    """``x @ w + b``; through the crossbar's converters inside the handler.
+    """``x @ w + b``; through the crossbar's converters inside the handler. Given
+    :class:`Moments` for any argument (e.g. the mean and variance of discrete
+    weights), returns the PFP moments of the output (:mod:`ppl_hw.core.pfp`).
 
     :param x: inputs, shape ``(..., in)``.
     :param w: weights, shape ``(in, out)``.
     :param b: optional bias, shape ``(out,)`` (added digitally).
     """
+    if nc.is_moments(x, w, b):
+        return nc.linear_pfp(x, w, b, jnp.matmul, lambda a: a, jnp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
         y = cb.matvec(x, w)
@@ -49,9 +67,19 @@ def conv2d(
     :param b: optional bias, shape ``(O,)``.
     :param stride: an int or ``(sh, sw)``.
     :param padding: an int or ``(ph, pw)`` of zeros on each side.
+
+    Given :class:`Moments`, returns the PFP moments of the output.
     """
     strides, pads = conv_geometry(stride, padding)
     dims = ("NCHW", "OIHW", "NCHW")
+    if nc.is_moments(x, w, b):
+
+        def op(a: Any, k: Any) -> Any:
+            return lax.conv_general_dilated(
+                a, k, strides, [(p, p) for p in pads], dimension_numbers=dims
+            )
+
+        return nc.linear_pfp(x, w, b, op, lambda a: a.reshape(1, -1, 1, 1), jnp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
         o, c, kh, kw = w.shape
@@ -68,9 +96,12 @@ def conv2d(
     return y if b is None else y + b.reshape(1, -1, 1, 1)
 
 
-def sign(x: Any) -> jnp.ndarray:
+def sign(x: Any) -> Any:
     """``sign(x)`` in {-1, +1} with the clipped straight-through gradient
-    (:func:`ppl_hw.core.nn.sign_ste`)."""
+    (:func:`ppl_hw.core.nn.sign_ste`); on :class:`Moments` the exact moments of the
+    sign of a Gaussian."""
+    if nc.is_moments(x):
+        return _pfp.sign_moments(x, xp=jnp, special=BACKEND.special)
     return _core.sign_ste(jnp.asarray(x), xp=BACKEND.xp, special=BACKEND.special)
 
 
@@ -87,3 +118,67 @@ def binary_dense(x: Any, w: Any, scale: Any, b: Any = None) -> jnp.ndarray:
     """
     y = dense(x, sign(w)) * scale
     return y if b is None else y + b
+
+
+def batch_norm(x: Any, gamma: Any = 1.0, beta: Any = 0.0, *, eps: float = 1e-5) -> Any:
+    """Batch normalisation over axis 0 with the batch's own statistics (variance
+    with ``n - 1``); on :class:`Moments` the activations' variances count in the batch
+    variance (:func:`ppl_hw.core.pfp.batch_norm_moments`).
+
+    :param x: activations ``(N, ...)`` or Moments.
+    :param gamma: scale, broadcastable to one sample.
+    :param beta: shift, broadcastable to one sample.
+    :param eps: added to the batch variance.
+    """
+    return nc.batch_norm(x, gamma, beta, eps, jnp)
+
+
+def max_pool(x: Any, *, binary: bool = False) -> Any:
+    """2×2 max pooling, stride 2, of ``NCHW`` images; on :class:`Moments` Clark's
+    Gaussian rule, or the exact rule for ±1 activations with ``binary=True`` (after
+    :func:`sign`)."""
+    return nc.max_pool(x, binary, jnp, BACKEND.special)
+
+
+def avg_pool(x: Any, k: int = 2) -> Any:
+    """k×k average pooling, stride k, of ``NCHW`` images or their Moments."""
+    return nc.avg_pool(x, k, jnp)
+
+
+def dropout(x: Any, p: float, *, rng_key: Any = None) -> Any:
+    """Inverted dropout: each unit kept with probability ``1 - p`` and scaled by
+    ``1/(1 - p)``; the same mask multiplies both :class:`Moments`. The key is
+    ``rng_key`` or, inside a ``seed`` handler, ``numpyro.prng_key()``; ``p = 0`` is
+    the identity.
+
+    :param x: activations or Moments.
+    :param p: drop probability in [0, 1).
+    :param rng_key: a JAX key (optional).
+    """
+    import numpyro
+
+    p = nc.check_dropout(p)
+    if p == 0:
+        return x
+    key = rng_key
+    if key is None:
+        import warnings
+
+        with warnings.catch_warnings():  # outside a seed handler: our error below
+            warnings.simplefilter("ignore", UserWarning)
+            key = numpyro.prng_key()
+    if key is None:
+        raise ValueError(
+            "dropout needs a random key: pass rng_key= or run inside numpyro's "
+            "seed handler"
+        )
+    shape = (x.mean if nc.is_moments(x) else jnp.asarray(x)).shape
+    from jax import random
+
+    keep = random.bernoulli(key, 1.0 - p, shape).astype(jnp.result_type(float))
+    return nc.apply_dropout(x, keep, p)
+
+
+def flatten(x: Any) -> Any:
+    """Reshape to ``(N, -1)``; Moments reshape both fields."""
+    return nc.flatten(x, jnp)

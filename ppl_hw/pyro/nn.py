@@ -15,23 +15,43 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import _nn_common as nc
 from .._nn_common import conv_geometry
 from ..core import nn as _core
+from ..core import pfp as _pfp
+from ..core.pfp import Moments
 from ._backend import BACKEND
 from .poutine import active_crossbar
 
-__all__ = ["binary_dense", "conv2d", "dense", "sign"]
+__all__ = [
+    "Moments",
+    "avg_pool",
+    "batch_norm",
+    "binary_dense",
+    "conv2d",
+    "dense",
+    "dropout",
+    "flatten",
+    "max_pool",
+    "sign",
+]
+
+_xp = BACKEND.xp
 
 
 def dense(
     x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``x @ w + b``; through the crossbar's converters inside the handler.
+    """``x @ w + b``; through the crossbar's converters inside the handler; PFP
+    moments of the output when any argument is :class:`Moments` (see
+    :func:`ppl_hw.numpyro.nn.dense`).
 
     :param x: inputs, shape ``(..., in)``.
     :param w: weights, shape ``(in, out)``.
     :param b: optional bias, shape ``(out,)`` (added digitally).
     """
+    if nc.is_moments(x, w, b):
+        return nc.linear_pfp(x, w, b, torch.matmul, lambda a: a, _xp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
         y = cb.matvec(x, w)
@@ -56,8 +76,16 @@ def conv2d(
     :param b: optional bias, shape ``(O,)``.
     :param stride: an int or ``(sh, sw)``.
     :param padding: an int or ``(ph, pw)`` of zeros on each side.
+
+    Given :class:`Moments`, returns the PFP moments of the output.
     """
     strides, pads = conv_geometry(stride, padding)
+    if nc.is_moments(x, w, b):
+
+        def op(a: Any, k: Any) -> Any:
+            return F.conv2d(a, k, stride=strides, padding=pads)
+
+        return nc.linear_pfp(x, w, b, op, lambda a: a.reshape(1, -1, 1, 1), _xp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
         n, _, h, wd = x.shape
@@ -72,9 +100,12 @@ def conv2d(
     return y if b is None else y + b.reshape(1, -1, 1, 1)
 
 
-def sign(x: torch.Tensor) -> torch.Tensor:
+def sign(x: Any) -> Any:
     """``sign(x)`` in {-1, +1} with the clipped straight-through gradient
-    (:func:`ppl_hw.core.nn.sign_ste`)."""
+    (:func:`ppl_hw.core.nn.sign_ste`); on :class:`Moments` the exact moments of the
+    sign of a Gaussian."""
+    if nc.is_moments(x):
+        return _pfp.sign_moments(x, xp=_xp, special=BACKEND.special)
     return _core.sign_ste(x, xp=BACKEND.xp, special=BACKEND.special)
 
 
@@ -91,3 +122,35 @@ def binary_dense(
     """
     y = dense(x, sign(w)) * scale
     return y if b is None else y + b
+
+
+def batch_norm(x: Any, gamma: Any = 1.0, beta: Any = 0.0, *, eps: float = 1e-5) -> Any:
+    """Batch normalisation over axis 0 with the batch's statistics; see
+    :func:`ppl_hw.numpyro.nn.batch_norm`."""
+    return nc.batch_norm(x, gamma, beta, eps, _xp)
+
+
+def max_pool(x: Any, *, binary: bool = False) -> Any:
+    """2×2 max pooling, stride 2, NCHW; see :func:`ppl_hw.numpyro.nn.max_pool`."""
+    return nc.max_pool(x, binary, _xp, BACKEND.special)
+
+
+def avg_pool(x: Any, k: int = 2) -> Any:
+    """k×k average pooling, stride k, NCHW, of images or their Moments."""
+    return nc.avg_pool(x, k, _xp)
+
+
+def dropout(x: Any, p: float) -> Any:
+    """Inverted dropout (torch's global generator, ``pyro.set_rng_seed``); the same
+    mask multiplies both :class:`Moments`; ``p = 0`` is the identity."""
+    p = nc.check_dropout(p)
+    if p == 0:
+        return x
+    ref = x.mean if nc.is_moments(x) else x
+    keep = (torch.rand(ref.shape, dtype=ref.dtype) >= p).to(ref.dtype)
+    return nc.apply_dropout(x, keep, p)
+
+
+def flatten(x: Any) -> Any:
+    """Reshape to ``(N, -1)``; Moments reshape both fields."""
+    return nc.flatten(x, _xp)
