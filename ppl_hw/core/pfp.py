@@ -50,11 +50,58 @@ __all__ = [
 SIGN_EPS = 1e-12
 
 
-class Moments(NamedTuple):
-    """Independent Gaussian activations: elementwise ``mean`` and ``var``."""
-
+class _MomentsFields(NamedTuple):
     mean: Any
     var: Any
+
+
+class Moments(_MomentsFields):
+    """Independent Gaussian activations: elementwise ``mean`` and ``var``.
+
+    Affine arithmetic works as on the random variables, so a model written for
+    arrays also runs on moments: ``c * x`` and ``x / c`` for a constant scale
+    (``var`` scales by ``c**2``), ``x + b`` / ``x - b`` for a constant shift, and
+    ``x + y`` / ``x - y`` for independent Moments (variances add); ``-x`` negates the
+    mean. (Tuple concatenation and repetition are therefore not available.)
+    """
+
+    __slots__ = ()
+    __array_ufunc__ = None  # NumPy arrays defer to the reflected operators below
+
+    def __add__(self, other: Any) -> Moments:
+        if isinstance(other, Moments):
+            return Moments(self.mean + other.mean, self.var + other.var)
+        return Moments(self.mean + other, self.var)
+
+    def __radd__(self, other: Any) -> Moments:
+        return self.__add__(other)
+
+    def __sub__(self, other: Any) -> Moments:
+        if isinstance(other, Moments):
+            return Moments(self.mean - other.mean, self.var + other.var)
+        return Moments(self.mean - other, self.var)
+
+    def __rsub__(self, other: Any) -> Moments:
+        return Moments(other - self.mean, self.var)
+
+    def __neg__(self) -> Moments:
+        return Moments(-self.mean, self.var)
+
+    def __mul__(self, c: Any) -> Moments:
+        if isinstance(c, Moments):
+            raise TypeError(
+                "the product of two Moments is not Gaussian; use nn.dense / "
+                "nn.conv2d for products with random weights"
+            )
+        return Moments(self.mean * c, self.var * c * c)
+
+    def __rmul__(self, c: Any) -> Moments:
+        return self.__mul__(c)
+
+    def __truediv__(self, c: Any) -> Moments:
+        if isinstance(c, Moments):
+            raise TypeError("cannot divide by Moments")
+        return Moments(self.mean / c, self.var / (c * c))
 
 
 def linear_moments(

@@ -200,3 +200,24 @@ def test_numpyro_and_pyro_namespaces_agree_with_numpy():
     for b, conv in ((JAX, jnp.asarray), (TORCH, torch.as_tensor)):
         for a, r in zip(run(b, conv), ref, strict=True):
             np.testing.assert_allclose(np.asarray(a), r, rtol=1e-5, atol=1e-6)
+
+
+def test_moments_affine_arithmetic_matches_the_random_variables():
+    rng = np.random.default_rng(8)
+    a = pfp.Moments(rng.normal(size=4), rng.uniform(0.1, 1, 4))
+    b = pfp.Moments(rng.normal(size=4), rng.uniform(0.1, 1, 4))
+    shift, c = rng.normal(size=4), -2.5
+    # by the definitions: E and Var of c X + shift, X + Y, X - Y (independent)
+    for got, (mean, var) in (
+        (c * a + shift, (c * a.mean + shift, c**2 * a.var)),
+        (a * c - shift, (c * a.mean - shift, c**2 * a.var)),
+        (shift - a / c, (shift - a.mean / c, a.var / c**2)),
+        (a + b, (a.mean + b.mean, a.var + b.var)),
+        (a - b, (a.mean - b.mean, a.var + b.var)),
+        (-a, (-a.mean, a.var)),
+    ):
+        assert isinstance(got, pfp.Moments)
+        np.testing.assert_allclose(got.mean, mean, rtol=1e-12)
+        np.testing.assert_allclose(got.var, var, rtol=1e-12)
+    with pytest.raises(TypeError, match="not Gaussian"):
+        a * b
