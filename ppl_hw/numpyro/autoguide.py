@@ -36,7 +36,7 @@ from ..core import meankl as _mk
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
 
-__all__ = ["AutoDeviceNoise", "AutoMeanKL", "AutoScaleDropout"]
+__all__ = ["AutoDeviceNoise", "AutoDiscreteWeight", "AutoMeanKL", "AutoScaleDropout"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
@@ -619,3 +619,6 @@ class AutoScaleDropout(AutoDelta):
             if s["type"] == "sample" and "scale_dropout" in s.get("infer", {})
         }
         return len(units)
+
+
+from ._pfp import AutoDiscreteWeight  # noqa: E402  (defined with PFP_ELBO)

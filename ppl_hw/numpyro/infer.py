@@ -16,10 +16,12 @@ from tqdm.auto import trange
 from .. import _meanvar_common as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
+from ._pfp import PFP_ELBO
 from ._sghmc import SGHMC, SGHMCState, SpikeSlabEM
 from .autoguide import _normal_prior
 
 __all__ = [
+    "PFP_ELBO",
     "SGHMC",
     "MeanVarAnnealing",
     "MeanVarResult",

@@ -19,7 +19,6 @@ from .. import _nn_common as nc
 from .._nn_common import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
-from ..core.pfp import Moments
 from ._backend import BACKEND
 from .handlers import active_crossbar
 
@@ -33,8 +32,16 @@ __all__ = [
     "dropout",
     "flatten",
     "max_pool",
+    "sample_logits",
     "sign",
 ]
+
+
+class Moments(_pfp.Moments):
+    """Gaussian activations ``(mean, var)`` for the probabilistic forward pass: the
+    :class:`ppl_hw.core.pfp.Moments` of this backend (same fields and arithmetic)."""
+
+    __slots__ = ()
 
 
 def dense(x: Any, w: Any, b: Any = None) -> jnp.ndarray:
@@ -182,3 +189,21 @@ def dropout(x: Any, p: float, *, rng_key: Any = None) -> Any:
 def flatten(x: Any) -> Any:
     """Reshape to ``(N, -1)``; Moments reshape both fields."""
     return nc.flatten(x, jnp)
+
+
+def sample_logits(x: Any, *, rng_key: Any = None) -> Any:
+    """The network's output as logits: arrays pass through; :class:`Moments` are
+    sampled once, ``mean + sqrt(var) * eps`` (the local reparameterisation of
+    ``PFP_ELBO``), with ``rng_key`` or ``numpyro.prng_key()``."""
+    if not nc.is_moments(x):
+        return x
+    import numpyro
+    from jax import random
+
+    key = rng_key if rng_key is not None else numpyro.prng_key()
+    if key is None:
+        raise ValueError(
+            "sample_logits needs a random key (rng_key= or a seed handler)"
+        )
+    eps = random.normal(key, jnp.shape(x.mean), jnp.result_type(x.mean))
+    return x.mean + jnp.sqrt(x.var) * eps

@@ -19,7 +19,6 @@ from .. import _nn_common as nc
 from .._nn_common import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
-from ..core.pfp import Moments
 from ._backend import BACKEND
 from .poutine import active_crossbar
 
@@ -37,6 +36,13 @@ __all__ = [
 ]
 
 _xp = BACKEND.xp
+
+
+class Moments(_pfp.Moments):
+    """Gaussian activations ``(mean, var)`` for the probabilistic forward pass: the
+    :class:`ppl_hw.core.pfp.Moments` of this backend (same fields and arithmetic)."""
+
+    __slots__ = ()
 
 
 def dense(
