@@ -10,7 +10,13 @@ import numpy as np
 
 from .core import sghmc as core
 
-__all__ = ["SpikeSlabEM", "check_positive", "check_sghmc_args", "ke_fan_kernel"]
+__all__ = [
+    "SpikeSlabEM",
+    "check_positive",
+    "configure",
+    "ke_fan_kernel",
+    "select_plate",
+]
 
 
 def check_positive(name: str, v: Any) -> float:
@@ -96,7 +102,8 @@ class SpikeSlabEM:
         )
 
 
-def check_sghmc_args(
+def configure(
+    kernel: Any,
     model: Any,
     *,
     step_size: Any,
@@ -107,9 +114,13 @@ def check_sghmc_args(
     num_steps: Any,
     preconditioner: Any,
     em: Any,
-) -> dict:
-    """Validate the ``SGHMC`` arguments shared by both backends; returns the
-    normalised numbers."""
+    init_strategy: Any,
+    rmsprop_beta: Any,
+    rmsprop_delta: Any,
+    ke_fan_eta: Any,
+) -> None:
+    """Validate the ``SGHMC`` arguments shared by both backends and set them on
+    ``kernel``, with the state both backends fill at set-up."""
     if not callable(model):
         raise TypeError(f"model must be callable, got {model!r}")
     step_size = check_positive("step_size", step_size)
@@ -154,7 +165,48 @@ def check_sghmc_args(
         )
     if em is not None and not isinstance(em, SpikeSlabEM):
         raise TypeError(f"em must be a SpikeSlabEM or None, got {em!r}")
-    return {"step_size": step_size}
+    kernel.step_size = step_size
+    kernel._model = model
+    kernel.temperature = float(temperature)
+    kernel.momentum_decay = float(momentum_decay)
+    kernel.schedule, kernel.num_cycles, kernel.num_steps = (
+        schedule,
+        num_cycles,
+        num_steps,
+    )
+    kernel.preconditioner, kernel.em = preconditioner, em
+    kernel.init_strategy = init_strategy
+    kernel.rmsprop_beta = check_positive("rmsprop_beta", rmsprop_beta)
+    kernel.rmsprop_delta = check_positive("rmsprop_delta", rmsprop_delta)
+    kernel.ke_fan_eta = check_positive("ke_fan_eta", ke_fan_eta)
+    kernel._ke_fan_params = None
+    kernel._plate = None
+    kernel._ss_sites = {}
+
+
+def select_plate(
+    plates: list[tuple[str, int, int]], em: Any, has_spike_slab: bool
+) -> tuple[str, int, int] | None:
+    """The model's one subsampled plate ``(name, size, subsample_size)`` or
+    ``None``; refuses a subsample larger than the data, several subsampled plates and
+    ``em=`` without SpikeAndSlab sites."""
+    for name, size, sub in plates:
+        if sub > size:
+            raise ValueError(
+                f"plate {name!r}: subsample_size {sub} is larger than the data "
+                f"size {size}"
+            )
+    if len(plates) > 1:
+        raise ValueError(
+            "SGHMC supports one subsampled plate; the model has "
+            f"{[p[0] for p in plates]}"
+        )
+    if em is not None and not has_spike_slab:
+        raise ValueError(
+            "em=SpikeSlabEM(...) needs latent sites with SpikeAndSlab priors; the "
+            "model has none"
+        )
+    return plates[0] if plates else None
 
 
 def ke_fan_kernel(

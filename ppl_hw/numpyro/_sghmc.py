@@ -158,7 +158,8 @@ class SGHMC(MCMCKernel):
                 mesh, jax.sharding.PartitionSpec(axis)
             )
         self.mesh = mesh
-        settings = sc.check_sghmc_args(
+        sc.configure(
+            self,
             model,
             step_size=step_size,
             temperature=temperature,
@@ -168,42 +169,20 @@ class SGHMC(MCMCKernel):
             num_steps=num_steps,
             preconditioner=preconditioner,
             em=em,
+            init_strategy=init_strategy,
+            rmsprop_beta=rmsprop_beta,
+            rmsprop_delta=rmsprop_delta,
+            ke_fan_eta=ke_fan_eta,
         )
-        self.step_size = settings["step_size"]
-        self._model = model
-        self.temperature = float(temperature)
-        self.momentum_decay = float(momentum_decay)
-        self.schedule, self.num_cycles, self.num_steps = (
-            schedule,
-            num_cycles,
-            num_steps,
-        )
-        self.preconditioner, self.em = preconditioner, em
-        self.init_strategy = init_strategy
-        self.rmsprop_beta = sc.check_positive("rmsprop_beta", rmsprop_beta)
-        self.rmsprop_delta = sc.check_positive("rmsprop_delta", rmsprop_delta)
-        self.ke_fan_eta = sc.check_positive("ke_fan_eta", ke_fan_eta)
-        self._ke_fan_params: dict | None = None
-        self._plate: tuple[str, int, int] | None = None
-        self._ss_sites: dict[str, tuple] = {}
         self._sample_fn: Callable | None = None
         self._postprocess: Callable | None = None
         self._num_weights = 0
 
     @classmethod
-    def ke_fan(
-        cls,
-        model: Callable,
-        *,
-        num_data: int,
-        c2: float = 0.01,
-        t: float | None = None,
-        beta1: float = 0.1,
-        beta2: float = 1.0,
-        eta: float = 0.1,
-        **kwargs: Any,
-    ) -> SGHMC:
-        r"""The paper's parameterisation (their code's ``SGHMC_SPL``): ``c2`` is
+    def ke_fan(cls, model: Callable, **kwargs: Any) -> SGHMC:
+        r"""The paper's parameterisation (their code's ``SGHMC_SPL``):
+        ``ke_fan(model, *, num_data, c2=0.01, t=None, beta1=0.1, beta2=1.0,
+        eta=0.1, **kernel_kwargs)``. ``c2`` is
         :math:`C^2` (the step on the *mean* minibatch loss), ``t`` the noise scale
         :math:`T` (default :math:`N^{-1/2}`, their sparse-regression setting),
         ``beta1`` the momentum kept per step, ``beta2`` the gradient weight, ``eta``
@@ -213,17 +192,7 @@ class SGHMC(MCMCKernel):
         noise :math:`\sqrt{2 + 2\beta_1^2}\,C^{1.5} T`), ``preconditioner="ke_fan"``.
         With :math:`T = N^{-1/2}` this is a tempered posterior (temperature
         :math:`\approx 1.1\,C`), not the exact one."""
-        return sc.ke_fan_kernel(
-            cls,
-            model,
-            num_data=num_data,
-            c2=c2,
-            t=t,
-            beta1=beta1,
-            beta2=beta2,
-            eta=eta,
-            **kwargs,
-        )
+        return sc.ke_fan_kernel(cls, model, **kwargs)
 
     # -- the model -----------------------------------------------------------------
 
@@ -268,18 +237,7 @@ class SGHMC(MCMCKernel):
                             for p in (ss.prob, ss.spike_scale, ss.slab_scale)
                         ),
                     )
-        for name, size, sub in plates:
-            if sub > size:
-                raise ValueError(
-                    f"plate {name!r}: subsample_size {sub} is larger than the data "
-                    f"size {size}"
-                )
-        if len(plates) > 1:
-            raise ValueError(
-                "SGHMC supports one subsampled plate; the model has "
-                f"{[p[0] for p in plates]}"
-            )
-        self._plate = plates[0] if plates else None
+        self._plate = sc.select_plate(plates, self.em, bool(self._ss_sites))
         if self.mesh is not None:
             devices = self._batch_sharding.mesh.shape[self._batch_sharding.spec[0]]
             if self._plate is None or self._plate[2] % devices:
@@ -288,11 +246,6 @@ class SGHMC(MCMCKernel):
                     f"subsample_size is divisible by the {devices} devices of the "
                     f"axis, got plate {self._plate}"
                 )
-        if self.em is not None and not self._ss_sites:
-            raise ValueError(
-                "em=SpikeSlabEM(...) needs latent sites with SpikeAndSlab priors; the "
-                "model has none"
-            )
 
     def _potential(self, model_args: tuple, model_kwargs: dict) -> Callable:
         names = frozenset(self._ss_sites)

@@ -75,7 +75,8 @@ class SGHMC(MCMCKernel):
         rmsprop_delta: float = 1e-5,
         ke_fan_eta: float = 0.1,
     ):
-        settings = sc.check_sghmc_args(
+        sc.configure(
+            self,
             model,
             step_size=step_size,
             temperature=temperature,
@@ -85,24 +86,11 @@ class SGHMC(MCMCKernel):
             num_steps=num_steps,
             preconditioner=preconditioner,
             em=em,
+            init_strategy=init_strategy,
+            rmsprop_beta=rmsprop_beta,
+            rmsprop_delta=rmsprop_delta,
+            ke_fan_eta=ke_fan_eta,
         )
-        self.step_size = settings["step_size"]
-        self._model = model
-        self.temperature = float(temperature)
-        self.momentum_decay = float(momentum_decay)
-        self.schedule, self.num_cycles, self.num_steps = (
-            schedule,
-            num_cycles,
-            num_steps,
-        )
-        self.preconditioner, self.em = preconditioner, em
-        self.init_strategy = init_strategy
-        self.rmsprop_beta = sc.check_positive("rmsprop_beta", rmsprop_beta)
-        self.rmsprop_delta = sc.check_positive("rmsprop_delta", rmsprop_delta)
-        self.ke_fan_eta = sc.check_positive("ke_fan_eta", ke_fan_eta)
-        self._ke_fan_params: dict | None = None
-        self._plate: tuple[str, int, int] | None = None
-        self._ss_sites: dict[str, tuple] = {}
         self.transforms: dict[str, Any] | None = None
         self._initial_params: dict | None = None
         self._i = 0
@@ -164,23 +152,7 @@ class SGHMC(MCMCKernel):
                         for p in (ss.prob, ss.spike_scale, ss.slab_scale)
                     ),
                 )
-        for name, size, sub in plates:
-            if sub > size:
-                raise ValueError(
-                    f"plate {name!r}: subsample_size {sub} is larger than the data "
-                    f"size {size}"
-                )
-        if len(plates) > 1:
-            raise ValueError(
-                "SGHMC supports one subsampled plate; the model has "
-                f"{[p[0] for p in plates]}"
-            )
-        self._plate = plates[0] if plates else None
-        if self.em is not None and not self._ss_sites:
-            raise ValueError(
-                "em=SpikeSlabEM(...) needs latent sites with SpikeAndSlab priors; the "
-                "model has none"
-            )
+        self._plate = sc.select_plate(plates, self.em, bool(self._ss_sites))
         self.transforms = {k: biject_to(s["fn"].support).inv for k, s in latent.items()}
         self._num_weights = sum(int(s["value"].numel()) for s in latent.values())
         if self._initial_params is None:
