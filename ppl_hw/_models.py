@@ -8,7 +8,9 @@ __all__ = [
     "ACTIVATIONS",
     "BINARY_MLP_DOC",
     "MLP_CLASSIFIER_DOC",
+    "TERNARY_MLP_DOC",
     "check_mlp_args",
+    "discrete_prior_probs",
     "layer_sizes",
 ]
 
@@ -106,3 +108,49 @@ BINARY_MLP_DOC = r"""Binary Bayesian MLP for classification: sign weights, sign
 
 {example}
     """
+
+
+TERNARY_MLP_DOC = r"""Discrete-weight sign-activation MLP for classification (Roth &
+    Pernkopf): every weight matrix ``w<l>`` has a
+    :class:`~ppl_hw.{backend}.distributions.DiscreteWeight` prior on the grid
+    ``values`` (ternary by default), hidden layers are
+    :math:`h_{{l+1}} = \mathrm{{sign}}(\mathrm{{BN}}(h_l W_l / \sqrt{{n_l}}))`,
+    and the logits are :math:`c\, h_L W_L / \sqrt{{n_L}} + b` with a real output bias
+    ``b<L>`` (``Normal(0, s)`` prior) and ``c = out_scale``. The network is written
+    once: on arrays it is the deployed low-precision network; under
+    ``PFP_ELBO`` the same code propagates moments (the logits go through
+    ``nn.sample_logits``). Batch normalisation uses the batch's own statistics (also
+    when predicting).
+
+    :param x: inputs, {array} of shape ``(N, D)``.
+    :param y: integer labels, shape ``(N,)``, or ``None`` to predict.
+    :param hidden: widths of the hidden layers.
+    :param num_classes: number of classes.
+    :param values: the weight grid.
+    :param p0: prior probability of the weight value 0 (the other values share the
+        rest equally; ``p0 > 1/K`` favours zeros, i.e. sparsity); ``None`` for a
+        uniform prior (needed when 0 is not on the grid).
+    :param batch_norm: batch normalisation before each sign.
+    :param out_scale: the output scale ``c``.
+    :param prior_scale: prior standard deviation ``s`` of the output bias.
+    :param batch_size: minibatch size of the ``"data"`` plate (``None``: full batch).
+
+    **Example**::
+
+{example}
+    """
+
+
+def discrete_prior_probs(values, p0) -> list[float]:
+    """The prior probabilities over the grid: ``p0`` at 0, the rest shared."""
+    from .core.discrete import check_value_grid
+
+    grid = check_value_grid(values)
+    k = len(grid)
+    if p0 is None:
+        return [1.0 / k] * k
+    if isinstance(p0, bool) or not isinstance(p0, int | float) or not 0 < p0 < 1:
+        raise ValueError(f"p0 must be a probability in (0, 1) or None, got {p0!r}")
+    if 0.0 not in grid:
+        raise ValueError(f"p0 needs the value 0 on the grid, got values={list(grid)}")
+    return [float(p0) if v == 0.0 else (1.0 - p0) / (k - 1) for v in grid]

@@ -47,6 +47,17 @@ def is_moments(*xs: Any) -> bool:
     return any(isinstance(x, Moments) for x in xs)
 
 
+def no_pfp_rule(what: str, *xs: Any) -> None:
+    """A ``TypeError`` when a primitive without a PFP rule is given Moments."""
+    if is_moments(*xs):
+        raise TypeError(
+            f"{what} has no probabilistic-forward-pass rule for Moments inputs; "
+            "PFP networks use dense/conv2d/sign/batch_norm/max_pool/avg_pool/dropout/"
+            "flatten outside the crossbar handler (deploy the most probable network "
+            "on the crossbar instead)"
+        )
+
+
 def as_moments(x: Any, xp: Any) -> Any:
     """``x`` as Moments (a plain array is deterministic: variance 0)."""
     from .core.pfp import Moments

@@ -11,6 +11,7 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions import (
+    CategoricalLogits,
     Delta,
     ExpandedDistribution,
     Independent,
@@ -20,53 +21,76 @@ from numpyro.distributions import (
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.elbo import ELBO
 
-from ..core.discrete import discrete_kl
-from ..core.pfp import Moments
+from .. import _pfp_common as gc
+from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
+from ._backend import BACKEND
 from .distributions import DiscreteWeight
+from .nn import Moments
 
 __all__ = ["PFP_ELBO", "AutoDiscreteWeight"]
 
 
 def _base_discrete(fn: Any) -> DiscreteWeight | None:
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
-        fn = fn.base_dist
+    fn = _unwrap(fn)
     return fn if isinstance(fn, DiscreteWeight) else None
 
 
-class AutoDiscreteWeight(AutoGuide):
+class AutoDiscreteWeight(gc.DiscreteGuideMixin, AutoGuide):
     r"""Independent categorical distributions over each weight's value grid
     (Roth & Pernkopf), for the sites whose prior is a
     :class:`~ppl_hw.numpyro.distributions.DiscreteWeight`; point estimates for the
-    other (real) latent sites. Logits are bounded to ``[-logit_bound, logit_bound]``
-    (the paper's code: 5). Train with :class:`PFP_ELBO`; sample networks with
-    ``Predictive``; deploy :meth:`most_probable` or :meth:`to_low_precision`.
+    other (real) latent sites. The parameters are bounded to
+    ``[-logit_bound, logit_bound]`` (the paper's code: 5). Train with
+    :class:`PFP_ELBO`; sample networks with ``Predictive``; deploy
+    :meth:`most_probable` or :meth:`to_low_precision`.
 
     :param model: the model.
-    :param logit_bound: the bound of the per-weight logits.
-    :param init_probs: ``None`` (random logits, standard deviation ``init_scale``,
-        NumPy seed ``seed``) or ``{site: probs}`` with shape ``site_shape + (K,)``
-        (e.g. from a real-valued network).
-    :param init_scale: standard deviation of the random initial logits.
-    :param seed: seed of the random initial logits.
+    :param parameterization: ``"logits"`` (one logit per grid value),
+        ``"logits_fixedzero"`` (the logit of 0 fixed) or ``"shayer"`` (ternary:
+        ``q(0) = σ(s)``, ``q(+) = (1 - σ(s)) σ(t)``); see
+        :data:`ppl_hw.core.discrete.PARAMETERIZATIONS`.
+    :param logit_bound: the bound of the parameters.
+    :param init_probs: ``{site: probs}`` with shape ``site_shape + (K,)``: initial
+        probabilities of those sites.
+    :param init_weights: ``{site: real weights}`` of a trained real-valued network
+        (e.g. an ``AutoNormal`` median): initial probabilities by the paper's
+        empirical-CDF stretch (:func:`ppl_hw.core.discrete.probs_from_real`).
+    :param q_max: the largest initial probability of ``init_weights`` (0.95).
+    :param init_scale: standard deviation of the random initial parameters of the
+        other sites.
+    :param seed: NumPy seed of the random initial parameters.
     :param prefix: parameter-name prefix.
+
+    **Example**::
+
+        guide = AutoDiscreteWeight(model)
+        svi = SVI(model, guide, numpyro.optim.Adam(1e-2), PFP_ELBO())
+        params = svi.run(key, 1000, x, y).params
+        weights = guide.most_probable(params)  # plug in with handlers.substitute
     """
 
     def __init__(
         self,
         model: Any,
         *,
+        parameterization: str = "logits",
         logit_bound: float = 5.0,
         init_probs: dict | None = None,
+        init_weights: dict | None = None,
+        q_max: float = 0.95,
         init_scale: float = 1.0,
         seed: int = 0,
         prefix: str = "auto",
     ):
-        self.init_scale, self.seed = float(init_scale), int(seed)
-        if not logit_bound > 0:
-            raise ValueError(f"logit_bound must be > 0, got {logit_bound!r}")
-        self.logit_bound = float(logit_bound)
-        self.init_probs = dict(init_probs or {})
-        self._discrete: dict[str, tuple] = {}
+        self._init_discrete_args(
+            logit_bound=logit_bound,
+            parameterization=parameterization,
+            init_probs=init_probs,
+            init_weights=init_weights,
+            q_max=q_max,
+            init_scale=init_scale,
+            seed=seed,
+        )
         self._real: dict[str, Any] = {}
         super().__init__(model, prefix=prefix)
 
@@ -80,56 +104,41 @@ class AutoDiscreteWeight(AutoGuide):
             base = _base_discrete(site["fn"])
             if base is not None:
                 shape = tuple(jnp.shape(site["value"]))
-                values = np.asarray(base.values, np.float32)
-                k = values.shape[-1]
-                if name in self.init_probs:
-                    p = np.asarray(self.init_probs[name], np.float64)
-                    if p.shape != (*shape, k):
-                        raise ValueError(
-                            f"init_probs[{name!r}] must have shape {(*shape, k)}, "
-                            f"got {p.shape}"
-                        )
-                    logits = np.log(np.clip(p, 1e-12, None))
-                    logits = logits - logits.mean(-1, keepdims=True)
-                    logits = np.clip(logits, -self.logit_bound, self.logit_bound)
-                else:
-                    # random logits break the symmetry between units (uniform
-                    # logits give every unit the same zero-mean weights)
-                    rng = np.random.default_rng(self.seed + len(self._discrete))
-                    logits = self.init_scale * rng.standard_normal((*shape, k))
-                self._discrete[name] = (
-                    shape,
-                    values,
-                    jnp.asarray(logits, jnp.float32),
-                    np.asarray(base.logits, np.float32),
-                )
+                self._add_discrete_site(name, shape, base.values, base.logits)
             elif site["fn"].is_discrete:
                 raise ValueError(
                     f"AutoDiscreteWeight: site {name!r} is discrete but not a "
                     f"DiscreteWeight ({type(site['fn']).__name__})"
                 )
             else:
-                self._real[name] = site["value"]
-        if not self._discrete:
-            raise ValueError("AutoDiscreteWeight found no DiscreteWeight sites")
+                self._real[name] = (site["value"], site["fn"].support)
+        self._check_init_sites()
 
-    def _logits(self, name: str) -> Any:
+    def _theta_name(self, name: str) -> str:
+        return f"{name}_{self.prefix}_logits"
+
+    def _theta(self, name: str) -> Any:
         b = self.logit_bound
         return numpyro.param(
-            f"{name}_{self.prefix}_logits",
-            self._discrete[name][2],
+            self._theta_name(name),
+            jnp.asarray(self._discrete[name].init),
             constraint=constraints.interval(-b, b),
         )
+
+    def _log_q_of(self, params: dict, name: str) -> Any:
+        theta = params[self._theta_name(name)]
+        return self._log_q(name, theta, jnp, BACKEND.special)
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         out = {}
-        for name, (shape, values, _, _) in self._discrete.items():
-            fn = DiscreteWeight(values, logits=self._logits(name))
-            out[name] = numpyro.sample(name, fn.to_event(len(shape)))
-        for name, init in self._real.items():
-            value = numpyro.param(f"{name}_{self.prefix}_loc", init)
+        for name, site in self._discrete.items():
+            log_q = self._log_q(name, self._theta(name), jnp, BACKEND.special)
+            fn = DiscreteWeight(site.values, logits=log_q)
+            out[name] = numpyro.sample(name, fn.to_event(len(site.shape)))
+        for name, (init, support) in self._real.items():
+            value = numpyro.param(f"{name}_{self.prefix}_loc", init, constraint=support)
             out[name] = numpyro.sample(name, Delta(value, event_dim=jnp.ndim(value)))
         return out
 
@@ -144,10 +153,8 @@ class AutoDiscreteWeight(AutoGuide):
         """Sampled networks: each weight drawn from its categorical."""
         out: dict = {}
         keys = jax.random.split(rng_key, len(self._discrete))
-        for key, (name, (_, values, _, _)) in zip(
-            keys, self._discrete.items(), strict=True
-        ):
-            fn = DiscreteWeight(values, logits=params[f"{name}_{self.prefix}_logits"])
+        for key, (name, site) in zip(keys, self._discrete.items(), strict=True):
+            fn = DiscreteWeight(site.values, logits=self._log_q_of(params, name))
             out[name] = fn.sample(key, tuple(sample_shape))
         for name in self._real:
             loc = params[f"{name}_{self.prefix}_loc"]
@@ -156,17 +163,20 @@ class AutoDiscreteWeight(AutoGuide):
 
     # -- read-outs ---------------------------------------------------------------------
 
-    def _q(self, params: dict, name: str) -> Any:
-        return jax.nn.softmax(params[f"{name}_{self.prefix}_logits"], axis=-1)
+    def probs(self, params: dict) -> dict:
+        """``{site: q}``, the probabilities over each weight's grid."""
+        return {n: jnp.exp(self._log_q_of(params, n)) for n in self._discrete}
 
     def moments(self, params: dict) -> dict:
         """``{site: Moments}`` of the weights (and the real sites' values)."""
         out: dict = {}
-        for name, (_, values, _, _) in self._discrete.items():
-            q = self._q(params, name)
-            mean = q @ values
-            var = jnp.sum(q * (values - mean[..., None]) ** 2, axis=-1)
-            out[name] = Moments(mean, var)
+        for name, site in self._discrete.items():
+            log_q = self._log_q_of(params, name)
+            grid = jnp.asarray(site.grid)
+            out[name] = Moments(
+                discrete_mean(log_q, grid, xp=jnp),
+                discrete_variance(log_q, grid, xp=jnp),
+            )
         for name in self._real:
             out[name] = params[f"{name}_{self.prefix}_loc"]
         return out
@@ -174,10 +184,10 @@ class AutoDiscreteWeight(AutoGuide):
     def kl(self, params: dict) -> Any:
         """Categorical KL of the weights' distributions to their priors (nats)."""
         total = 0.0
-        for name, (_, _, _, prior_logits) in self._discrete.items():
-            log_q = jax.nn.log_softmax(params[f"{name}_{self.prefix}_logits"], -1)
-            log_p = jax.nn.log_softmax(jnp.asarray(prior_logits), -1)
-            total = total + jnp.sum(discrete_kl(log_q, log_p, xp=jnp))
+        for name, site in self._discrete.items():
+            log_p = jnp.asarray(site.prior_log_probs)
+            kl = discrete_kl(self._log_q_of(params, name), log_p, xp=jnp)
+            total = total + jnp.sum(jnp.broadcast_to(kl, site.shape))
         return total
 
     def most_probable(self, params: dict) -> dict:
@@ -191,39 +201,40 @@ class AutoDiscreteWeight(AutoGuide):
 
     def to_low_precision(self, params: dict) -> dict:
         """``{site: (int8 grid indices, grid)}`` of the most probable network."""
-        out = {}
-        for name, (_, values, _, _) in self._discrete.items():
-            i = np.asarray(jnp.argmax(params[f"{name}_{self.prefix}_logits"], -1))
-            out[name] = (i.astype(np.int8), values.copy())
-        return out
+        return self._low_from_thetas(
+            {n: np.asarray(params[self._theta_name(n)]) for n in self._discrete}
+        )
 
     def sparsity(self, params: dict) -> dict:
         """Share of each site's most probable weights equal to 0."""
-        return {
-            k: float(np.mean(grid[i] == 0))
-            for k, (i, grid) in self.to_low_precision(params).items()
-        }
+        return self._sparsity_of(self.to_low_precision(params))
 
 
 class PFP_ELBO(ELBO):
     r"""Negative ELBO of a discrete-weight network through the probabilistic forward
     pass: the model runs once with each ``DiscreteWeight`` site replaced by the
-    :class:`~ppl_hw.core.pfp.Moments` of its guide distribution, so the ``nn``
-    primitives propagate means and variances; the model turns its output moments
-    into logits with :func:`ppl_hw.numpyro.nn.sample_logits` (local
-    reparameterisation: one Gaussian draw per logit), and the observed sites'
-    log-likelihood minus ``kl_weight`` times the categorical KL to the prior is the
-    ELBO. Use with :class:`AutoDiscreteWeight`.
+    :class:`~ppl_hw.numpyro.nn.Moments` of its guide distribution, so the ``nn``
+    primitives propagate means and variances, and the model turns its output moments
+    into logits with :func:`ppl_hw.numpyro.nn.sample_logits`. The ELBO is the
+    observed sites' expected log-likelihood minus ``kl_weight`` times the categorical
+    KL to the prior. Use with :class:`AutoDiscreteWeight`.
 
-    :param kl_weight: weight of the KL term (1: the ELBO).
+    :param num_particles: draws of the output (``output="sample"``).
+    :param kl_weight: weight of the KL term (1: the ELBO; the paper's code trains
+        with a negligible weight).
+    :param output: ``"sample"`` — local reparameterisation, one Gaussian draw
+        ``m + sqrt(v) ε`` per logit (the paper's ECML code) — or ``"taylor"`` — the
+        second-order expansion :math:`\log\mathrm{softmax}_y(m) - \tfrac12
+        \sum_c s_c (1 - s_c) v_c` (deterministic; one ``sample_logits`` output
+        feeding one observed ``Categorical`` site).
     """
 
     can_infer_discrete = True  # the discrete weights are integrated by the PFP
 
-    def __init__(self, num_particles: int = 1, *, kl_weight: float = 1.0):
-        if not kl_weight >= 0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
-        self.kl_weight = float(kl_weight)
+    def __init__(
+        self, num_particles: int = 1, *, kl_weight: float = 1.0, output: str = "sample"
+    ):
+        self.kl_weight, self.output = gc.check_elbo_args(kl_weight, output)
         super().__init__(num_particles=num_particles)
 
     def loss(
@@ -255,27 +266,52 @@ class PFP_ELBO(ELBO):
             )
         if guide.prototype_trace is None:
             guide._setup_prototype(*args, **kwargs)
-        params = {k: v for k, v in param_map.items()}
+        params = dict(param_map)
         values = guide.moments(params)
 
         def single(key: Any) -> Any:
             seeded = handlers.seed(handlers.substitute(model, data=values), key)
-            tr = handlers.trace(seeded).get_trace(*args, **kwargs)
-            ll = 0.0
-            for site in tr.values():
-                if site["type"] == "sample" and site["is_observed"]:
+            with gc.output_mode(self.output) as rec:
+                tr = handlers.trace(seeded).get_trace(*args, **kwargs)
+            ll, observed = 0.0, []
+            for name, site in tr.items():
+                if site["type"] != "sample":
+                    continue
+                if site["is_observed"] or name in guide._real:
+                    # observed: the likelihood; real latent: the point estimate's
+                    # prior density (a Delta guide's ELBO)
                     lp = site["fn"].log_prob(site["value"])
                     scale = 1.0 if site["scale"] is None else site["scale"]
                     ll = ll + scale * jnp.sum(lp)
+                if site["is_observed"]:
+                    base = _unwrap(site["fn"])
+                    if isinstance(base, CategoricalLogits):
+                        observed.append((jnp.shape(base.logits), scale, _mask(site)))
+            if self.output == "taylor":
+                ll = ll + gc.taylor_correction(rec, observed, jnp, BACKEND.special)
             return ll
 
-        keys = jax.random.split(rng_key, self.num_particles)
-        ll = (
-            jnp.mean(jax.vmap(single)(keys))
-            if self.num_particles > 1
-            else single(rng_key)
-        )
+        if self.output == "sample" and self.num_particles > 1:
+            keys = jax.random.split(rng_key, self.num_particles)
+            ll = jnp.mean(jax.vmap(single)(keys))
+        else:
+            ll = single(rng_key)
         return {
             "loss": -(ll - self.kl_weight * guide.kl(params)),
             "mutable_state": None,
         }
+
+
+def _unwrap(fn: Any) -> Any:
+    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
+def _mask(site: dict) -> Any:
+    fn, mask = site["fn"], None
+    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
+        if isinstance(fn, MaskedDistribution) and not isinstance(fn._mask, bool):
+            mask = fn._mask
+        fn = fn.base_dist
+    return mask

@@ -1,14 +1,17 @@
 """ppl_hw's autoguides for NumPyro: swap one for ``AutoNormal`` and change nothing
 else.
 
-=========================  ===========================================================
-:class:`AutoMeanKL`        Gaussian mean field parameterised by mean and KL: the total
-                           KL to the model's Normal prior equals the budget by
-                           construction
-:class:`AutoDeviceNoise`   mean field with a measured device-noise shape
-                           (:class:`~ppl_hw.numpyro.distributions.DeviceNoise`)
-:class:`AutoScaleDropout`  point estimates with scale dropout (MC-Scale-Dropout)
-=========================  ===========================================================
+===========================  ===========================================================
+:class:`AutoMeanKL`          Gaussian mean field parameterised by mean and KL: the total
+                             KL to the model's Normal prior equals the budget by
+                             construction
+:class:`AutoDeviceNoise`     mean field with a measured device-noise shape
+                             (:class:`~ppl_hw.numpyro.distributions.DeviceNoise`)
+:class:`AutoScaleDropout`    point estimates with scale dropout (MC-Scale-Dropout)
+:class:`AutoDiscreteWeight`  categorical distributions over discrete weight grids,
+                             trained through the probabilistic forward pass
+                             (``PFP_ELBO``)
+===========================  ===========================================================
 """
 
 from __future__ import annotations

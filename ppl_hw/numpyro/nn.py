@@ -17,6 +17,7 @@ from jax import lax
 
 from .. import _nn_common as nc
 from .._nn_common import conv_geometry
+from .._pfp_common import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
@@ -54,6 +55,8 @@ def dense(x: Any, w: Any, b: Any = None) -> jnp.ndarray:
     :param b: optional bias, shape ``(out,)`` (added digitally).
     """
     if nc.is_moments(x, w, b):
+        if active_crossbar() is not None:
+            nc.no_pfp_rule("dense under the crossbar handler", x, w, b)
         return nc.linear_pfp(x, w, b, jnp.matmul, lambda a: a, jnp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
@@ -80,6 +83,8 @@ def conv2d(
     strides, pads = conv_geometry(stride, padding)
     dims = ("NCHW", "OIHW", "NCHW")
     if nc.is_moments(x, w, b):
+        if active_crossbar() is not None:
+            nc.no_pfp_rule("conv2d under the crossbar handler", x, w, b)
 
         def op(a: Any, k: Any) -> Any:
             return lax.conv_general_dilated(
@@ -123,6 +128,7 @@ def binary_dense(x: Any, w: Any, scale: Any, b: Any = None) -> jnp.ndarray:
     :param scale: per-output scale :math:`\alpha`, shape ``(out,)`` (or broadcastable).
     :param b: optional bias, shape ``(out,)``.
     """
+    nc.no_pfp_rule("binary_dense", x, w, scale, b)
     y = dense(x, sign(w)) * scale
     return y if b is None else y + b
 
@@ -194,9 +200,14 @@ def flatten(x: Any) -> Any:
 def sample_logits(x: Any, *, rng_key: Any = None) -> Any:
     """The network's output as logits: arrays pass through; :class:`Moments` are
     sampled once, ``mean + sqrt(var) * eps`` (the local reparameterisation of
-    ``PFP_ELBO``), with ``rng_key`` or ``numpyro.prng_key()``."""
+    ``PFP_ELBO``), with ``rng_key`` or ``numpyro.prng_key()``; under
+    ``PFP_ELBO(output="taylor")`` the mean logits are returned and the variances
+    enter the ELBO's second-order term."""
     if not nc.is_moments(x):
         return x
+    mean = recorded_output(x)  # PFP_ELBO(output="taylor") takes the moments
+    if mean is not None:
+        return mean
     import numpyro
     from jax import random
 

@@ -1,14 +1,17 @@
 """ppl_hw's autoguides for Pyro (the same names and options as
 :mod:`ppl_hw.numpyro.autoguide`): swap one for ``AutoNormal`` and change nothing else.
 
-=========================  ===========================================================
-:class:`AutoMeanKL`        Gaussian mean field parameterised by mean and KL: the total
-                           KL to the model's Normal prior equals the budget by
-                           construction
-:class:`AutoDeviceNoise`   mean field with a measured device-noise shape
-                           (:class:`~ppl_hw.pyro.distributions.DeviceNoise`)
-:class:`AutoScaleDropout`  point estimates with scale dropout (MC-Scale-Dropout)
-=========================  ===========================================================
+===========================  ===========================================================
+:class:`AutoMeanKL`          Gaussian mean field parameterised by mean and KL: the total
+                             KL to the model's Normal prior equals the budget by
+                             construction
+:class:`AutoDeviceNoise`     mean field with a measured device-noise shape
+                             (:class:`~ppl_hw.pyro.distributions.DeviceNoise`)
+:class:`AutoScaleDropout`    point estimates with scale dropout (MC-Scale-Dropout)
+:class:`AutoDiscreteWeight`  categorical distributions over discrete weight grids,
+                             trained through the probabilistic forward pass
+                             (``PFP_ELBO``)
+===========================  ===========================================================
 
 Parameters live in Pyro's param store, under the guide's module names (e.g.
 ``"AutoMeanKL.ms.w0"``).
@@ -41,7 +44,7 @@ from ..core import meankl as _mk
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
 
-__all__ = ["AutoDeviceNoise", "AutoMeanKL", "AutoScaleDropout"]
+__all__ = ["AutoDeviceNoise", "AutoDiscreteWeight", "AutoMeanKL", "AutoScaleDropout"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
 _WRAPPERS = (
@@ -534,3 +537,6 @@ class AutoScaleDropout(_Base):
             if s["type"] == "sample" and "scale_dropout" in s["infer"]
         }
         return len(units)
+
+
+from ._pfp import AutoDiscreteWeight  # noqa: E402  (defined with PFP_ELBO)

@@ -15,10 +15,11 @@ from .. import _meanvar_common as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
 from ._backend import BACKEND
+from ._pfp import PFP_ELBO
 from ._sghmc import SGHMC, SpikeSlabEM
 from .autoguide import _normal_prior
 
-__all__ = ["SGHMC", "MeanVarAnnealing", "SpikeSlabEM"]
+__all__ = ["PFP_ELBO", "SGHMC", "MeanVarAnnealing", "SpikeSlabEM"]
 
 _xp = BACKEND.xp
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .. import _nn_common as nc
 from .._nn_common import conv_geometry
+from .._pfp_common import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
@@ -32,6 +33,7 @@ __all__ = [
     "dropout",
     "flatten",
     "max_pool",
+    "sample_logits",
     "sign",
 ]
 
@@ -57,6 +59,8 @@ def dense(
     :param b: optional bias, shape ``(out,)`` (added digitally).
     """
     if nc.is_moments(x, w, b):
+        if active_crossbar() is not None:
+            nc.no_pfp_rule("dense under the crossbar handler", x, w, b)
         return nc.linear_pfp(x, w, b, torch.matmul, lambda a: a, _xp)
     cb = active_crossbar()
     if cb is not None and cb.device.converter_effects_on:
@@ -87,6 +91,8 @@ def conv2d(
     """
     strides, pads = conv_geometry(stride, padding)
     if nc.is_moments(x, w, b):
+        if active_crossbar() is not None:
+            nc.no_pfp_rule("conv2d under the crossbar handler", x, w, b)
 
         def op(a: Any, k: Any) -> Any:
             return F.conv2d(a, k, stride=strides, padding=pads)
@@ -126,6 +132,7 @@ def binary_dense(
     :param scale: per-output scale, shape ``(out,)``.
     :param b: optional bias, shape ``(out,)``.
     """
+    nc.no_pfp_rule("binary_dense", x, w, scale, b)
     y = dense(x, sign(w)) * scale
     return y if b is None else y + b
 
@@ -160,3 +167,16 @@ def dropout(x: Any, p: float) -> Any:
 def flatten(x: Any) -> Any:
     """Reshape to ``(N, -1)``; Moments reshape both fields."""
     return nc.flatten(x, _xp)
+
+
+def sample_logits(x: Any) -> Any:
+    """The network's output as logits: tensors pass through; :class:`Moments` are
+    sampled once, ``mean + sqrt(var) * eps`` with ``torch.randn`` (the local
+    reparameterisation of ``PFP_ELBO``); under ``PFP_ELBO(output="taylor")`` the mean
+    logits are returned. See :func:`ppl_hw.numpyro.nn.sample_logits`."""
+    if not nc.is_moments(x):
+        return x
+    mean = recorded_output(x)
+    if mean is not None:
+        return mean
+    return x.mean + x.var.sqrt() * torch.randn_like(x.mean)
