@@ -1,13 +1,14 @@
 """The main job (``python -m ppl_hw.demo``)."""
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from ppl_hw import demo
-from ppl_hw.demo._common import DEMO_KL_BUDGET_BITS
+from ppl_hw.demo._common import DEMO_KL_BUDGET_BITS, TERNARY_METHOD
 
 
 def test_help_documents_the_options():
@@ -39,6 +40,7 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         "AutoMeanKL, 20,000-bit budget",
         "AutoDeviceNoise, MTJ shape",
         "SGHMC + SpikeSlabEM",
+        TERNARY_METHOD,
     ]
     assert [(r.backend, r.method) for r in rows] == [
         (b, m) for b in ("numpyro", "pyro") for m in methods
@@ -46,14 +48,14 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert (
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) |"
-        " time (s) |" in printed
+        " bits/weight | time (s) |" in printed
     )
     assert "| generator | samples | bandwidth | mean | variance |" in printed
     for gen in ("gaussian_noise", "uniform_noise", "mtj_noise", "pcm_read_noise"):
         assert f"| {gen} |" in printed
     assert str(tmp_path.resolve()) in printed
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 16
+    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 18
     assert len(saved["noise"]) == 4
     for r in saved["noise"]:
         # the exact affine standardisation of EmpiricalNoise
@@ -66,6 +68,20 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     assert all(0 < s < 1 for s in sparsity)
     # the kernel's share of pruned weights
     assert all(0 <= r.sparsity < 1 for r in rows if r.method.startswith("SGHMC"))
+    ternary = [r for r in rows if r.method == TERNARY_METHOD]
+    assert [r.backend for r in ternary] == ["numpyro", "pyro"]
+    for r in ternary:
+        # the most probable ternary network: ~95 % after 75 steps, p0 = 0.5 priors
+        # switch most weights to 0, log2(3) bits per weight
+        assert r.accuracy > 0.8 and 0 < r.sparsity < 1
+        assert r.bits_per_weight == pytest.approx(math.log2(3))
+    for r in rows:
+        if r.method != TERNARY_METHOD:
+            assert r.bits_per_weight is None
+    assert [r["bits_per_weight"] for r in saved["rows"]] == [
+        r.bits_per_weight for r in rows
+    ]
+    assert "| 1.58 |" in printed
     for r in rows:
         if r.method.startswith("AutoMeanKL"):
             # recomputed in float64 from the guide's (mu, sigma): the budget holds

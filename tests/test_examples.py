@@ -74,6 +74,31 @@ def test_scale_dropout_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_ternary_pfp_smoke(tmp_path):
+    import math
+
+    res = _load("ternary_pfp").main(["--smoke", "--output", str(tmp_path)])
+    assert set(res) == {"digits"}
+    real, *ternary = res["digits"]
+    assert real["network"].startswith("real") and real["accuracy"] > 0.8
+    assert [(r["p0"], r["init"], r["output"]) for r in ternary] == [
+        (1 / 3, "random", "sample"),
+        (0.8, "random", "sample"),
+        (0.8, "real", "sample"),
+        (0.8, "random", "taylor"),
+    ]
+    for r in ternary:
+        assert r["accuracy"] > 0.5 and 0 <= r["sampled_accuracy"] <= 1
+        assert set(r["sparsity_per_layer"]) == {"w0", "w1", "w2"}
+        assert r["bits_per_weight"] == pytest.approx(math.log2(3))
+        assert 0 < r["entropy_bits"] <= math.log2(3) + 1e-9
+    # a prior favouring zeros gives a sparser network
+    assert ternary[1]["sparsity"] > ternary[0]["sparsity"] + 0.1
+    assert (tmp_path / "ternary_pfp.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "results.json").read_text()) == res
+
+
+@pytest.mark.slow
 def test_sghmc_sparse_regression_smoke(tmp_path):
     """DESIGN §3.3's pass rule: the five true inputs kept and >= 90 % of the other
     input groups pruned."""

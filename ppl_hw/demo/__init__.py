@@ -9,11 +9,18 @@ options). It
   NumPyro and on Pyro: ``AutoNormal`` with Normal(0, 1) priors and with
   ``SpikeAndSlab(0.5, 0.05, 1.0)`` weight priors, ``AutoMeanKL`` (a 20 000-bit KL
   budget) and ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with
-  ``SGHMC`` + ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128), and
-  prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
-  prior in bits, time), where sparsity is the share of weights whose posterior slab
-  probability (at the posterior median) is below 0.5 for the ``AutoNormal`` row and
-  the share of weights pruned for the SGHMC row;
+  ``SGHMC`` + ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128);
+* trains the ternary network 64-256-256-10 (``ternary_mlp_classifier``:
+  ``DiscreteWeight`` priors with p0 = 0.5, sign activations, batch norm) with
+  ``AutoDiscreteWeight`` and ``PFP_ELBO(kl_weight=0.1)`` on both backends and
+  evaluates its most probable network;
+* prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
+  prior in bits, bits per weight, time), where sparsity is the share of weights whose
+  posterior slab probability (at the posterior median) is below 0.5 for the
+  ``AutoNormal`` row, the share of weights pruned for the SGHMC row and the share of
+  zero weights of the most probable ternary network, and bits per weight is the
+  storage of one weight of the exported ternary network (log2 3 = 1.58; blank for
+  the real-valued posteriors);
 * deploys the ``AutoNormal`` posterior on a simulated PCM crossbar
   (``crossbar(..., device=PCM())``) read 1 s, 1 day and 1 year after programming;
 
@@ -70,15 +77,16 @@ def format_table(rows: Sequence[Row]) -> str:
     """The main table as Markdown."""
     lines = [
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) "
-        "| time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| bits/weight | time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         sparsity = "—" if r.sparsity is None else f"{100 * r.sparsity:.1f} %"
         kl = "—" if r.kl_bits is None else f"{r.kl_bits:,.0f}"
+        bits = "—" if r.bits_per_weight is None else f"{r.bits_per_weight:.2f}"
         lines.append(
             f"| {r.backend} | {r.method} | {100 * r.accuracy:.1f} % | {r.nll:.3f} "
-            f"| {r.ece:.3f} | {sparsity} | {kl} | {r.seconds:.1f} |"
+            f"| {r.ece:.3f} | {sparsity} | {kl} | {bits} | {r.seconds:.1f} |"
         )
     return "\n".join(lines)
 
@@ -110,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
             "ppl_hw's main job: device-noise shapes fitted by EmpiricalNoise, and a "
             "Bayesian MLP (64-64-10) on the digits data trained on NumPyro and Pyro "
             "with Normal and spike-and-slab priors and with the Mean-KL and "
-            "device-noise guides; prints accuracy, NLL, ECE, sparsity and KL."
+            "device-noise guides, and a ternary network (64-256-256-10, PFP); prints "
+            "accuracy, NLL, ECE, sparsity, KL and bits per weight."
         ),
     )
     p.add_argument(
@@ -182,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     print(f"ppl_hw {__version__} demo, size={cfg.size}")
     print("\nDevice-noise shapes fitted by EmpiricalNoise (standardised):")
     print(noise_md)
-    print("\nDigits, Bayesian MLP 64-64-10:")
+    print("\nDigits, Bayesian MLP 64-64-10 (ternary row: 64-256-256-10):")
     print(table_md)
     print(f"\nwritten to {out.resolve()}")
     return rows

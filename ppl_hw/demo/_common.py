@@ -22,12 +22,16 @@ __all__ = [
     "SGHMC_STEP_SIZE",
     "SIZES",
     "SPIKE_AND_SLAB",
+    "TERNARY_KL_WEIGHT",
+    "TERNARY_METHOD",
     "DemoConfig",
     "NoiseRow",
     "Row",
     "evaluate",
     "kl_bits",
     "sghmc_em_settings",
+    "ternary_steps",
+    "zero_share",
 ]
 
 SIZES = {
@@ -65,6 +69,24 @@ def sghmc_em_settings(num_train: int, steps: int) -> dict:
 DEMO_KL_BUDGET_BITS = 20_000.0
 """``AutoMeanKL``'s KL budget in the demo (bits; ~2.3 bits per weight of 64-64-10)."""
 
+TERNARY_KL_WEIGHT = 0.1
+"""``PFP_ELBO``'s KL weight for the ternary network (the paper's code trains with a
+small one)."""
+
+
+def ternary_steps(steps: int) -> int:
+    """SVI steps of the ternary network: a quarter of the other rows' (500 at the
+    default size). Its PFP step costs several AutoNormal steps of the 64-64-10 net, and
+    the most probable network is at 95-96 % after 75-500 steps (longer training only
+    sharpens the distribution and raises the NLL)."""
+    return max(steps // 4, 1)
+
+
+TERNARY_METHOD = "AutoDiscreteWeight, ternary 64-256-256-10"
+"""The ternary network's row: ``ternary_mlp_classifier`` (DiscreteWeight priors,
+p0 = 0.5, sign activations, batch norm) trained with ``PFP_ELBO``; its most probable
+network is evaluated."""
+
 GAUSSIAN_ENTROPY = 0.5 * math.log(2 * math.pi * math.e)
 """Differential entropy (nats) of the standard Normal."""
 
@@ -88,10 +110,13 @@ class Row:
     """One line of the demo's main table.
 
     ``sparsity`` is the share of weights the method switches off (for the
-    spike-and-slab prior: weights whose posterior slab probability is below 0.5),
-    ``None`` where it does not apply; ``kl_bits`` is the KL divergence (bits) of the
+    spike-and-slab prior: weights whose posterior slab probability is below 0.5; for
+    the ternary network: its most probable weights equal to 0), ``None`` where it
+    does not apply; ``kl_bits`` is the KL divergence (bits) of the
     posterior to the model's ``Normal(0, 1)`` priors, ``None`` where the guide has no
-    closed form for it.
+    closed form for it; ``bits_per_weight`` is the storage of one weight of the
+    exported low-precision network (ternary: ``log2 3`` = 1.58), ``None`` for the
+    real-valued posteriors.
     """
 
     backend: str
@@ -102,6 +127,7 @@ class Row:
     seconds: float
     sparsity: float | None = None
     kl_bits: float | None = None
+    bits_per_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,13 @@ def kl_bits(
     return total / math.log(2)
 
 
+def zero_share(sparsity: dict, sizes: dict) -> float:
+    """The overall share of zero weights: per-site shares ``sparsity`` (as
+    ``AutoDiscreteWeight.sparsity`` returns them) weighted by the sites' sizes."""
+    total = sum(sizes[k] for k in sparsity)
+    return sum(s * sizes[k] for k, s in sparsity.items()) / total
+
+
 def evaluate(
     backend: str,
     method: str,
@@ -142,6 +175,7 @@ def evaluate(
     seconds: float,
     sparsity=None,
     kl_bits: float | None = None,
+    bits_per_weight: float | None = None,
 ) -> Row:
     """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -154,4 +188,5 @@ def evaluate(
         seconds=seconds,
         sparsity=None if sparsity is None else float(sparsity),
         kl_bits=kl_bits,
+        bits_per_weight=bits_per_weight,
     )

@@ -8,27 +8,32 @@ import time
 import jax
 import jax.numpy as jnp
 import numpyro
+from numpyro import handlers
 from numpyro.infer import SVI, Predictive, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from ..datasets import Split
 from ..devices import PCM, mtj_noise
-from ..numpyro.autoguide import AutoDeviceNoise, AutoMeanKL
+from ..numpyro.autoguide import AutoDeviceNoise, AutoDiscreteWeight, AutoMeanKL
 from ..numpyro.distributions import EmpiricalNoise, SpikeAndSlab
 from ..numpyro.handlers import crossbar
-from ..numpyro.infer import SGHMC, SpikeSlabEM
-from ..numpyro.models import mlp_classifier
+from ..numpyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
+from ..numpyro.models import mlp_classifier, ternary_mlp_classifier
 from ._common import (
     DEMO_KL_BUDGET_BITS,
     DEPLOY_TIMES,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
+    TERNARY_KL_WEIGHT,
+    TERNARY_METHOD,
     DemoConfig,
     Row,
     evaluate,
     kl_bits,
     sghmc_em_settings,
+    ternary_steps,
+    zero_share,
 )
 
 __all__ = ["JOBS"]
@@ -165,4 +170,41 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
     return [evaluate("numpyro", method, probs, data, seconds, sparsity=sparsity)]
 
 
-JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc]
+def ternary(data: Split, cfg: DemoConfig) -> list[Row]:
+    """``ternary_mlp_classifier`` (DiscreteWeight priors, p0 = 0.5, sign activations,
+    batch norm) with AutoDiscreteWeight and PFP_ELBO, full batch; the most probable
+    network is evaluated, sparsity is its share of zero weights."""
+    start = time.perf_counter()
+    model = ternary_mlp_classifier
+    guide = AutoDiscreteWeight(model, seed=cfg.seed)
+    svi = SVI(
+        model,
+        guide,
+        numpyro.optim.Adam(cfg.learning_rate),
+        PFP_ELBO(kl_weight=TERNARY_KL_WEIGHT),
+    )
+    key_train, key_pred = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    steps = ternary_steps(cfg.steps)
+    params = svi.run(key_train, steps, x, y, progress_bar=cfg.progress).params
+    weights = guide.most_probable(params)
+    deployed = handlers.seed(handlers.substitute(model, data=weights), key_pred)
+    tr = handlers.trace(deployed).get_trace(jnp.asarray(data.x_test))
+    probs = jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
+    seconds = time.perf_counter() - start
+    shares = guide.sparsity(params)
+    sparsity = zero_share(shares, {k: weights[k].size for k in shares})
+    return [
+        evaluate(
+            "numpyro",
+            TERNARY_METHOD,
+            probs,
+            data,
+            seconds,
+            sparsity=sparsity,
+            bits_per_weight=guide.bits_per_weight(),
+        )
+    ]
+
+
+JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc, ternary]

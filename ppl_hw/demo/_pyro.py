@@ -8,16 +8,17 @@ import time
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Predictive, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoNormal, init_to_uniform
 from tqdm.auto import trange
 
 from ..datasets import Split
 from ..devices import PCM, mtj_noise
-from ..pyro.autoguide import AutoDeviceNoise, AutoMeanKL
+from ..pyro.autoguide import AutoDeviceNoise, AutoDiscreteWeight, AutoMeanKL
 from ..pyro.distributions import EmpiricalNoise, SpikeAndSlab
-from ..pyro.infer import SGHMC, SpikeSlabEM
-from ..pyro.models import mlp_classifier
+from ..pyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
+from ..pyro.models import mlp_classifier, ternary_mlp_classifier
 from ..pyro.poutine import crossbar
 from ._common import (
     DEMO_KL_BUDGET_BITS,
@@ -25,11 +26,15 @@ from ._common import (
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
+    TERNARY_KL_WEIGHT,
+    TERNARY_METHOD,
     DemoConfig,
     Row,
     evaluate,
     kl_bits,
     sghmc_em_settings,
+    ternary_steps,
+    zero_share,
 )
 
 __all__ = ["JOBS"]
@@ -44,10 +49,23 @@ def _predict(model, guide, data: Split, cfg: DemoConfig):
         return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
 
 
+def _train(
+    model, guide, loss, data: Split, cfg: DemoConfig, desc: str, steps: int = 0
+) -> None:
+    """``steps`` (default ``cfg.steps``) full-batch SVI steps with Adam (the caller
+    cleared the param store and seeded Pyro before building the guide)."""
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": cfg.learning_rate}), loss)
+    bar = trange(steps or cfg.steps, disable=not cfg.progress, desc=f"pyro {desc}")
+    for step in bar:
+        value = svi.step(x, y)
+        if step % 100 == 0:
+            bar.set_postfix(loss=f"{value:.4g}")
+
+
 def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str, make_guide=None):
     pyro.clear_param_store()
     pyro.set_rng_seed(cfg.seed)
-    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     # NumPyro's default initialisation (Pyro's, init_to_feasible, starts every weight
     # at 0, inside the spike of a spike-and-slab prior, where it stays); ppl_hw's
     # guides default to init_to_uniform already
@@ -55,14 +73,7 @@ def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str, make_guide=None
         guide = AutoNormal(model, init_loc_fn=init_to_uniform)
     else:
         guide = make_guide(model)
-    svi = SVI(
-        model, guide, pyro.optim.Adam({"lr": cfg.learning_rate}), TraceMeanField_ELBO()
-    )
-    steps = trange(cfg.steps, disable=not cfg.progress, desc=f"pyro {desc}")
-    for step in steps:
-        loss = svi.step(x, y)
-        if step % 100 == 0:
-            steps.set_postfix(loss=f"{loss:.4g}")
+    _train(model, guide, TraceMeanField_ELBO(), data, cfg, desc)
     return guide, _predict(model, guide, data, cfg)
 
 
@@ -184,4 +195,39 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
     return [evaluate("pyro", method, probs, data, seconds, sparsity=kernel.sparsity)]
 
 
-JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc]
+def ternary(data: Split, cfg: DemoConfig) -> list[Row]:
+    """``ternary_mlp_classifier`` (DiscreteWeight priors, p0 = 0.5, sign activations,
+    batch norm) with AutoDiscreteWeight and PFP_ELBO, full batch; the most probable
+    network is evaluated, sparsity is its share of zero weights."""
+    start = time.perf_counter()
+    pyro.clear_param_store()
+    pyro.set_rng_seed(cfg.seed)
+    model = ternary_mlp_classifier
+    guide = AutoDiscreteWeight(model, seed=cfg.seed)
+    loss = PFP_ELBO(kl_weight=TERNARY_KL_WEIGHT)
+    _train(
+        model, guide, loss, data, cfg, "AutoDiscreteWeight", ternary_steps(cfg.steps)
+    )
+    weights = guide.most_probable()
+    with torch.no_grad():
+        # every latent site given: the deterministic most probable network
+        deployed = poutine.condition(model, data=weights)
+        tr = poutine.trace(deployed).get_trace(torch.as_tensor(data.x_test))
+        probs = torch.softmax(tr.nodes["logits"]["value"], dim=-1).numpy()
+    seconds = time.perf_counter() - start
+    shares = guide.sparsity()
+    sparsity = zero_share(shares, {k: weights[k].numel() for k in shares})
+    return [
+        evaluate(
+            "pyro",
+            TERNARY_METHOD,
+            probs,
+            data,
+            seconds,
+            sparsity=sparsity,
+            bits_per_weight=guide.bits_per_weight(),
+        )
+    ]
+
+
+JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc, ternary]
