@@ -71,7 +71,8 @@ def linear_pfp(x: Any, w: Any, b: Any, op: Any, bias_view: Any, xp: Any) -> Any:
     from .core import pfp
 
     wm = as_moments(w, xp)
-    out = pfp.linear_moments(as_moments(x, xp), wm.mean, wm.var, op)
+    xm = x if is_moments(x) else pfp.Moments(x, None)  # variance 0: skipped
+    out = pfp.linear_moments(xm, wm.mean, wm.var, op)
     if b is None:
         return out
     bm = as_moments(b, xp)
