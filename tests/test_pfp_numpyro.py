@@ -78,7 +78,7 @@ def test_most_probable_ternary_network_reaches_90_percent_and_exports_exactly():
 def test_sparsity_grows_with_p0():
     sparsity = []
     for p0 in (0.34, 0.5, 0.8):
-        _, guide, params = _train(p0, 0.1)
+        _, guide, params = _train(p0, 0.1, steps=300)
         s = guide.sparsity(params)
         sparsity.append(np.mean(list(s.values())))
     assert sparsity[0] < sparsity[1] < sparsity[2], sparsity
