@@ -14,10 +14,34 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Blocks", "make_blocks", "philox_raw"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "Blocks",
+    "candidate_normals",
+    "decode_blocks",
+    "encode_blocks",
+    "make_blocks",
+    "pack_bits",
+    "philox_raw",
+    "unpack_bits",
+]
+
+GENERATOR_VERSION = 1
+"""Version of the candidate generator (recorded in compressed files):
+
+1. Candidates of block ``b`` come from Philox-4x64 keyed by ``2 * seed``: the block's
+   ``K * n`` words start at word ``2**24 * start_b`` (``start_b`` the block's first
+   position in the shuffled order, ``n`` its size; 2**24 is the largest ``K``, so
+   the blocks' streams never overlap); word ``j`` becomes
+   ``u = ((word >> 11) + 0.5) / 2**53`` in (0, 1) and ``z = Φ⁻¹(u)``
+   (``scipy.special.ndtri``, float64); candidate ``k`` of the block is
+   ``float32(ν + ρ z[k*n:(k+1)*n])`` with ν, ρ the float32 coding loc and scale.
+   ``selection="sample"`` draws its index with Gumbel noise from Philox keyed by
+   ``2 * seed + 1`` (``K`` words for block ``b`` at word ``2**24 * b``)."""
 
 
 def philox_raw(seed: int, n: int, offset: int = 0) -> np.ndarray:
@@ -120,3 +144,129 @@ def make_blocks(
         block_of=block_of,
         num_blocks=int(num_blocks),
     )
+
+
+# -- relative-entropy coding (MIRACLE) -----------------------------------------------
+
+
+def _uniform(words: np.ndarray) -> np.ndarray:
+    return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def candidate_normals(
+    seed: int, start: int, n: int, k: int, first: int = 0
+) -> np.ndarray:
+    """Standard normals of candidates ``first .. first + k - 1`` of a block of ``n``
+    weights starting at shuffled position ``start`` (generator version 1), float64
+    of shape ``(k, n)``."""
+    from scipy.special import ndtri
+
+    offset = _K_MAX * int(start) + int(first) * int(n)
+    words = philox_raw(2 * int(seed), int(k) * int(n), offset=offset)
+    return ndtri(_uniform(words)).reshape(int(k), int(n))
+
+
+_K_MAX = 1 << 24  # the largest K (bits_per_block <= 24): fixes each block's stream
+
+
+def _gaussian_logpdf_ratio(w, mu, sigma, nu, rho):
+    """log N(w; mu, sigma) - log N(w; nu, rho), summed over the last axis."""
+    a = -0.5 * ((w - mu) / sigma) ** 2 - np.log(sigma)
+    b = -0.5 * ((w - nu) / rho) ** 2 - np.log(rho)
+    return np.sum(a - b, axis=-1)
+
+
+def encode_blocks(
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    rho: np.ndarray,
+    blocks: Blocks,
+    bits_per_block: int,
+    seed: int,
+    *,
+    selection: str = "sample",
+    finetune: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MIRACLE's encoder on flat weights: for each block, ``K = 2**bits_per_block``
+    candidates from the coding distribution ``N(nu, rho)``, importance weights
+    ``q/p`` under ``N(mu, sigma)``, the index drawn in proportion (``"sample"``) or
+    the largest (``"argmax"``).
+
+    :param mu, sigma: the posterior's flat means and scales (float64 or float32).
+    :param nu, rho: the coding distribution's flat locs and scales (float32 values).
+    :param finetune: ``None`` or ``callback(b, coded) -> (mu, sigma) | None`` called
+        before block ``b`` is coded with the weights coded so far (``{flat index:
+        value}`` as a boolean mask and values): it may return new flat ``mu``,
+        ``sigma`` for the blocks not yet coded.
+    :returns: ``(indices uint32 of shape (num_blocks,), flat float32 weights)``.
+    """
+    if selection not in ("sample", "argmax"):
+        raise ValueError(f"selection must be 'sample' or 'argmax', got {selection!r}")
+    k = 1 << int(bits_per_block)
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    nu64 = np.asarray(nu, np.float32).astype(np.float64)
+    rho64 = np.asarray(rho, np.float32).astype(np.float64)
+    indices = np.zeros(blocks.num_blocks, np.uint32)
+    weights = np.zeros(blocks.num_weights, np.float32)
+    coded = np.zeros(blocks.num_weights, bool)
+    for b in range(blocks.num_blocks):
+        if finetune is not None and b > 0:
+            new = finetune(b, coded.copy(), weights.copy())
+            if new is not None:
+                mu, sigma = (np.asarray(a, np.float64) for a in new)
+        idx = blocks.members(b)
+        start = blocks._bounds(b)[0]
+        z = candidate_normals(seed, start, len(idx), k)
+        w = (nu64[idx] + rho64[idx] * z).astype(np.float32)
+        logw = _gaussian_logpdf_ratio(
+            w.astype(np.float64), mu[idx], sigma[idx], nu64[idx], rho64[idx]
+        )
+        if selection == "argmax":
+            j = int(np.argmax(logw))
+        else:
+            u = _uniform(philox_raw(2 * int(seed) + 1, k, offset=_K_MAX * b))
+            j = int(np.argmax(logw - np.log(-np.log(u))))  # Gumbel-max
+        indices[b] = j
+        weights[idx] = w[j]
+        coded[idx] = True
+    return indices, weights
+
+
+def decode_blocks(
+    indices: np.ndarray, nu: np.ndarray, rho: np.ndarray, blocks: Blocks, seed: int
+) -> np.ndarray:
+    """The flat float32 weights of the candidates ``indices`` (one per block)."""
+    nu64 = np.asarray(nu, np.float32).astype(np.float64)
+    rho64 = np.asarray(rho, np.float32).astype(np.float64)
+    weights = np.zeros(blocks.num_weights, np.float32)
+    for b in range(blocks.num_blocks):
+        idx = blocks.members(b)
+        start = blocks._bounds(b)[0]
+        z = candidate_normals(seed, start, len(idx), 1, first=int(indices[b]))[0]
+        weights[idx] = (nu64[idx] + rho64[idx] * z).astype(np.float32)
+    return weights
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers ``< 2**bits`` packed big-endian at exactly ``bits`` bits each
+    (the last byte zero-padded)."""
+    v = np.asarray(values, np.uint64)
+    if np.any(v >> np.uint64(bits)):
+        raise ValueError(f"values must be < 2**{bits}")
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
+    bitmat = ((v[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(bitmat.reshape(-1)).tobytes()
+
+
+def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits` for ``count`` values."""
+    need = (count * bits + 7) // 8
+    if len(data) != need:
+        raise ValueError(
+            f"expected {need} bytes for {count} values of {bits} bits, got {len(data)}"
+        )
+    flat = np.unpackbits(np.frombuffer(data, np.uint8))[: count * bits]
+    bitmat = flat.reshape(count, bits).astype(np.uint64)
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint64)
+    return (bitmat << shifts).sum(axis=1).astype(np.uint32)

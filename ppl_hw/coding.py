@@ -1,0 +1,386 @@
+r"""MIRACLE relative-entropy coding of a trained Gaussian guide (Havasi et al. 2019;
+with the Mean-KL guide of Lin, Flamich & Hernández-Lobato 2023).
+
+:func:`encode` sends one sample of the guide's posterior in about as many bits as
+its KL to the model's Normal prior: the weights are shuffled into blocks
+(:func:`ppl_hw.core.coding.make_blocks`) of ``bits_per_block`` bits of KL each; for
+each block, ``K = 2**bits_per_block`` candidates are drawn from the coding
+distribution (the prior) by a counter-based generator that encoder and decoder share,
+and the index of one candidate — drawn with probability proportional to its
+importance weight :math:`q(w_k)/p(w_k)`, or the largest — is stored in exactly
+``bits_per_block`` bits. :func:`decode` regenerates the chosen candidates bit for
+bit, in NumPy, on any machine and for either backend.
+
+Works for ``AutoMeanKL`` (whose KL budget fixes the number of blocks) and
+``AutoNormal`` (the number of blocks is its KL in bits over ``bits_per_block``), from
+NumPyro (pass ``params``) or Pyro (the param store), on sites with ``Normal`` priors.
+
+**File format** (:meth:`CompressedModel.save`, version 1), little-endian:
+
+==========  =============================================================
+bytes       content
+==========  =============================================================
+8           magic ``b"PPLHWMC\0"``
+2           format version (``uint16``, 1)
+2           generator version (``uint16``, :data:`ppl_hw.core.coding.GENERATOR_VERSION`)
+4           length ``H`` of the header (``uint32``)
+H           UTF-8 JSON: ``seed``, ``bits_per_block``, ``num_blocks``, and per site
+            its ``name``, ``shape`` and the shapes of its coding loc and scale
+            (``[]`` when one value serves the whole site)
+...         the coding locs and scales, float32, site by site (loc, then scale)
+...         the indices, ``num_blocks * bits_per_block`` bits, big-endian bit
+            order, the last byte zero-padded
+4           CRC-32 of everything before it (``uint32``)
+==========  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .core import coding as _cc
+
+__all__ = ["CompressedModel", "decode", "encode"]
+
+MAGIC = b"PPLHWMC\0"
+FORMAT_VERSION = 1
+SELECTIONS = ("sample", "argmax")
+
+
+@dataclass(frozen=True, eq=False)
+class CompressedModel:
+    """A network coded by :func:`encode`: everything :func:`decode` needs.
+
+    :ivar sites: ``((name, shape), ...)`` in coding order.
+    :ivar locs: the coding distribution's loc per site (float32; shape ``()`` when
+        one value serves the whole site).
+    :ivar scales: the coding distribution's scale per site (float32, likewise).
+    :ivar indices: the chosen candidate of every block (uint32).
+    :ivar bits_per_block: bits per index.
+    :ivar seed: the seed of the blocks and the candidates.
+    :ivar generator_version: the candidate generator's version.
+    """
+
+    sites: tuple[tuple[str, tuple[int, ...]], ...]
+    locs: tuple[np.ndarray, ...] = field(repr=False)
+    scales: tuple[np.ndarray, ...] = field(repr=False)
+    indices: np.ndarray = field(repr=False)
+    bits_per_block: int
+    seed: int
+    generator_version: int = _cc.GENERATOR_VERSION
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def num_weights(self) -> int:
+        return int(sum(math.prod(s) for _, s in self.sites))
+
+    @property
+    def total_bits(self) -> int:
+        """Bits of the index payload: ``num_blocks * bits_per_block``."""
+        return self.num_blocks * self.bits_per_block
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.total_bits / self.num_weights
+
+    @property
+    def compression_ratio(self) -> float:
+        """float32 storage of the weights over the index payload."""
+        return 32.0 * self.num_weights / self.total_bits
+
+    def report(self) -> dict[str, float]:
+        """Total bits, bits per weight, compression ratio against float32, blocks,
+        weights and the size of the saved file in bytes."""
+        return {
+            "total_bits": self.total_bits,
+            "bits_per_weight": self.bits_per_weight,
+            "compression_ratio": self.compression_ratio,
+            "num_blocks": self.num_blocks,
+            "num_weights": self.num_weights,
+            "file_bytes": len(self._to_bytes()),
+        }
+
+    def _blocks(self) -> _cc.Blocks:
+        sizes = [math.prod(s) for _, s in self.sites]
+        return _cc.make_blocks(
+            sizes, self.bits_per_block, self.seed, num_blocks=self.num_blocks
+        )
+
+    # -- the file ---------------------------------------------------------------------
+
+    def _to_bytes(self) -> bytes:
+        header = {
+            "seed": self.seed,
+            "bits_per_block": self.bits_per_block,
+            "num_blocks": self.num_blocks,
+            "sites": [
+                {
+                    "name": name,
+                    "shape": list(shape),
+                    "loc_shape": list(loc.shape),
+                    "scale_shape": list(scale.shape),
+                }
+                for (name, shape), loc, scale in zip(
+                    self.sites, self.locs, self.scales, strict=True
+                )
+            ],
+        }
+        head = json.dumps(header, sort_keys=True).encode("utf-8")
+        parts = [
+            MAGIC,
+            struct.pack("<HHI", FORMAT_VERSION, self.generator_version, len(head)),
+            head,
+        ]
+        for loc, scale in zip(self.locs, self.scales, strict=True):
+            parts.append(np.asarray(loc, "<f4").tobytes())
+            parts.append(np.asarray(scale, "<f4").tobytes())
+        parts.append(_cc.pack_bits(self.indices, self.bits_per_block))
+        body = b"".join(parts)
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the documented binary format (module docstring) to ``path``."""
+        with open(path, "wb") as f:
+            f.write(self._to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CompressedModel:
+        """Read a file written by :meth:`save`; a ``ValueError`` names what is wrong
+        with a corrupted, truncated or foreign file."""
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls._from_bytes(data, str(path))
+
+    @classmethod
+    def _from_bytes(cls, data: bytes, where: str = "data") -> CompressedModel:
+        if len(data) < 20 or data[:8] != MAGIC:
+            raise ValueError(f"{where} is not a ppl_hw compressed model (bad magic)")
+        body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
+        if zlib.crc32(body) != crc:
+            raise ValueError(f"{where} is corrupted or truncated (checksum mismatch)")
+        version, gen, hlen = struct.unpack("<HHI", body[8:16])
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{where} has format version {version}; this ppl_hw reads version "
+                f"{FORMAT_VERSION}"
+            )
+        if gen != _cc.GENERATOR_VERSION:
+            raise ValueError(
+                f"{where} was coded with generator version {gen}; this ppl_hw has "
+                f"version {_cc.GENERATOR_VERSION} and would decode other weights"
+            )
+        pos = 16 + hlen
+        header = json.loads(body[16:pos].decode("utf-8"))
+        locs, scales, sites = [], [], []
+        for s in header["sites"]:
+            arrays = []
+            for key in ("loc_shape", "scale_shape"):
+                shape = tuple(s[key])
+                nbytes = 4 * math.prod(shape)
+                arr = np.frombuffer(body[pos : pos + nbytes], "<f4").astype(np.float32)
+                arrays.append(arr.reshape(shape))
+                pos += nbytes
+            locs.append(arrays[0])
+            scales.append(arrays[1])
+            sites.append((s["name"], tuple(s["shape"])))
+        bits, n = int(header["bits_per_block"]), int(header["num_blocks"])
+        indices = _cc.unpack_bits(body[pos:], n, bits)
+        return cls(
+            sites=tuple(sites),
+            locs=tuple(locs),
+            scales=tuple(scales),
+            indices=indices,
+            bits_per_block=bits,
+            seed=int(header["seed"]),
+            generator_version=gen,
+        )
+
+
+def _check_bits(bits_per_block: Any) -> int:
+    if isinstance(bits_per_block, bool) or not isinstance(
+        bits_per_block, int | np.integer
+    ):
+        raise TypeError(f"bits_per_block must be an int, got {bits_per_block!r}")
+    if not 1 <= bits_per_block <= 24:
+        raise ValueError(f"bits_per_block must be in 1..24, got {bits_per_block}")
+    return int(bits_per_block)
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return a.reshape(-1)[:1].reshape(()) if a.size and np.all(a == a.flat[0]) else a
+
+
+def _gaussians(guide: Any, params: Any) -> tuple[dict, dict]:
+    """``({site: (mu, sigma)}, {site: (nu, rho)})`` as float64 NumPy arrays."""
+    mod = type(guide).__module__
+    name = type(guide).__name__
+    if mod.startswith("ppl_hw.numpyro") or mod.startswith("numpyro"):
+        from ._coding_backends import numpyro_gaussians
+
+        return numpyro_gaussians(guide, params)
+    if mod.startswith("ppl_hw.pyro") or mod.startswith("pyro"):
+        from ._coding_backends import pyro_gaussians
+
+        return pyro_gaussians(guide)
+    raise TypeError(
+        f"encode needs an AutoMeanKL or AutoNormal guide (NumPyro or Pyro), got {name}"
+    )
+
+
+def encode(
+    guide: Any,
+    params: dict | None = None,
+    *,
+    bits_per_block: int = 16,
+    seed: int = 0,
+    selection: str = "sample",
+    finetune: Callable[[int, dict], Any] | None = None,
+) -> CompressedModel:
+    """Code one posterior sample of a trained Gaussian guide (MIRACLE).
+
+    :param guide: a trained ``AutoMeanKL`` or ``AutoNormal`` (NumPyro or Pyro) on
+        sites with ``Normal`` priors.
+    :param params: NumPyro: the trained parameters (``svi.get_params(state)``);
+        Pyro: ``None`` (the param store).
+    :param bits_per_block: bits per block index, 1..24 (``K = 2**bits`` candidates).
+    :param seed: seed of the blocks, the candidates and the selection (int >= 0).
+    :param selection: ``"sample"`` (index drawn in proportion to the importance
+        weights: the decoded weights follow the posterior) or ``"argmax"``.
+    :param finetune: ``None`` or ``callback(block, fixed)`` called before each block
+        after the first, with ``fixed = {site: (mask, values)}`` of the weights coded
+        so far; it may train the rest (e.g. a few SVI steps with the coded weights
+        held by ``substitute``) and return new NumPyro ``params`` (Pyro: update the
+        param store and return ``None``).
+    """
+    bits = _check_bits(bits_per_block)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    if finetune is not None and not callable(finetune):
+        raise TypeError(f"finetune must be callable or None, got {finetune!r}")
+    post, prior = _gaussians(guide, params)
+    names = list(post)
+    shapes = [tuple(np.shape(post[n][0])) for n in names]
+    sizes = [max(1, math.prod(s)) for s in shapes]
+    locs = [_compact(prior[n][0]) for n in names]
+    scales = [_compact(prior[n][1]) for n in names]
+
+    def flat(arrs: list) -> np.ndarray:
+        return np.concatenate(
+            [
+                np.broadcast_to(a, s).reshape(-1)
+                for a, s in zip(arrs, shapes, strict=True)
+            ]
+        )
+
+    nu = flat(locs).astype(np.float32)
+    rho = flat(scales).astype(np.float32)
+    mu = flat([post[n][0] for n in names])
+    sigma = flat([post[n][1] for n in names])
+    kl_nats = float(
+        np.sum(
+            np.log(rho / sigma)
+            + (sigma**2 + (mu - nu) ** 2) / (2.0 * rho.astype(np.float64) ** 2)
+            - 0.5
+        )
+    )
+    total_bits = max(kl_nats / math.log(2.0), bits)
+    blocks = _cc.make_blocks(sizes, bits, int(seed), total_bits=total_bits)
+    offsets = np.cumsum([0, *sizes])
+
+    callback = None
+    if finetune is not None:
+
+        def callback(b: int, coded: np.ndarray, values: np.ndarray) -> Any:
+            fixed = {
+                n: (
+                    coded[offsets[i] : offsets[i + 1]].reshape(shapes[i]),
+                    values[offsets[i] : offsets[i + 1]].reshape(shapes[i]),
+                )
+                for i, n in enumerate(names)
+            }
+            new = finetune(b, fixed)
+            p2, _ = _gaussians(guide, params if new is None else new)
+            return flat([p2[n][0] for n in names]), flat([p2[n][1] for n in names])
+
+    indices, _ = _cc.encode_blocks(
+        mu,
+        sigma,
+        nu,
+        rho,
+        blocks,
+        bits,
+        int(seed),
+        selection=selection,
+        finetune=callback,
+    )
+    return CompressedModel(
+        sites=tuple(zip(names, shapes, strict=True)),
+        locs=tuple(locs),
+        scales=tuple(scales),
+        indices=indices,
+        bits_per_block=bits,
+        seed=int(seed),
+    )
+
+
+def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str, Any]:
+    """The coded weights, ``{site: array}`` (float32), bit for bit as the encoder
+    chose them, for ``handlers.substitute`` / ``poutine.condition``.
+
+    :param compressed: from :func:`encode` or :meth:`CompressedModel.load`.
+    :param backend: ``None`` (NumPy arrays), ``"numpyro"`` (JAX arrays) or
+        ``"pyro"`` (torch tensors).
+    """
+    if not isinstance(compressed, CompressedModel):
+        raise TypeError(
+            f"decode needs a CompressedModel, got {type(compressed).__name__}"
+        )
+    if backend not in (None, "numpyro", "pyro"):
+        raise ValueError(f"backend must be None, 'numpyro' or 'pyro', got {backend!r}")
+    shapes = [s for _, s in compressed.sites]
+    sizes = [max(1, math.prod(s)) for s in shapes]
+    nu = np.concatenate(
+        [
+            np.broadcast_to(a, s).reshape(-1)
+            for a, s in zip(compressed.locs, shapes, strict=True)
+        ]
+    )
+    rho = np.concatenate(
+        [
+            np.broadcast_to(a, s).reshape(-1)
+            for a, s in zip(compressed.scales, shapes, strict=True)
+        ]
+    )
+    flat = _cc.decode_blocks(
+        compressed.indices, nu, rho, compressed._blocks(), compressed.seed
+    )
+    out: dict[str, Any] = {}
+    pos = 0
+    for (name, shape), size in zip(compressed.sites, sizes, strict=True):
+        value = flat[pos : pos + size].reshape(shape).copy()
+        pos += size
+        if backend == "numpyro":
+            import jax.numpy as jnp
+
+            value = jnp.asarray(value)
+        elif backend == "pyro":
+            import torch
+
+            value = torch.from_numpy(value)
+        out[name] = value
+    return out
