@@ -14,6 +14,7 @@ from ..datasets import Split
 
 __all__ = [
     "BACKENDS",
+    "CODING_BITS_PER_BLOCK",
     "DEMO_KL_BUDGET_BITS",
     "DEPLOY_TIMES",
     "GAUSSIAN_ENTROPY",
@@ -27,6 +28,7 @@ __all__ = [
     "DemoConfig",
     "NoiseRow",
     "Row",
+    "coded_method",
     "evaluate",
     "kl_bits",
     "sghmc_em_settings",
@@ -68,6 +70,17 @@ def sghmc_em_settings(num_train: int, steps: int) -> dict:
 
 DEMO_KL_BUDGET_BITS = 20_000.0
 """``AutoMeanKL``'s KL budget in the demo (bits; ~2.3 bits per weight of 64-64-10)."""
+
+CODING_BITS_PER_BLOCK = {"smoke": 8, "default": 16}
+"""Bits per block with which the demo MIRACLE-codes its ``AutoMeanKL`` network
+(:func:`ppl_hw.coding.encode`), per run size: ``2**16`` candidates per block take
+~30 s for the 64-64-10 net's 1 250 blocks (NumPy), ``2**8`` a fraction of a second."""
+
+
+def coded_method(bits_per_block: int) -> str:
+    """The method name of the demo's MIRACLE-coded ``AutoMeanKL`` row."""
+    return f"AutoMeanKL, MIRACLE-coded, {bits_per_block}-bit blocks"
+
 
 TERNARY_KL_WEIGHT = 0.1
 """``PFP_ELBO``'s KL weight for the ternary network (the paper's code trains with a
@@ -115,8 +128,11 @@ class Row:
     does not apply; ``kl_bits`` is the KL divergence (bits) of the
     posterior to the model's ``Normal(0, 1)`` priors, ``None`` where the guide has no
     closed form for it; ``bits_per_weight`` is the storage of one weight of the
-    exported low-precision network (ternary: ``log2 3`` = 1.58), ``None`` for the
-    real-valued posteriors.
+    exported low-precision network (ternary: ``log2 3`` = 1.58; MIRACLE-coded: the
+    index bits over the number of weights), ``None`` for the real-valued posteriors;
+    ``size_bytes`` is the size of the coded network's file
+    (:meth:`ppl_hw.coding.CompressedModel.save`: header, coding distribution, indices,
+    checksum), ``None`` for the other rows.
     """
 
     backend: str
@@ -128,6 +144,7 @@ class Row:
     sparsity: float | None = None
     kl_bits: float | None = None
     bits_per_weight: float | None = None
+    size_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,7 @@ def evaluate(
     sparsity=None,
     kl_bits: float | None = None,
     bits_per_weight: float | None = None,
+    size_bytes: int | None = None,
 ) -> Row:
     """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -189,4 +207,5 @@ def evaluate(
         sparsity=None if sparsity is None else float(sparsity),
         kl_bits=kl_bits,
         bits_per_weight=bits_per_weight,
+        size_bytes=size_bytes,
     )

@@ -1,0 +1,247 @@
+"""MIRACLE coding: the candidate stream against its documented definition, bit-exact
+decoding across save/load, processes and backends, the decoded samples against the
+posterior (KS test), the file's integrity checks and bad input."""
+
+import math
+import struct
+import subprocess
+import sys
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as ndist
+import pyro
+import pytest
+import scipy.special
+import scipy.stats
+import torch
+
+from ppl_hw import coding
+from ppl_hw.core import coding as cc
+from ppl_hw.datasets import load_digits
+from ppl_hw.numpyro import models as nm
+from ppl_hw.pyro import models as pm
+
+DATA = load_digits()
+X = DATA.x_train[:50]
+HIDDEN = (8,)
+
+
+def test_candidates_follow_the_documented_generator():
+    seed, start, n, k = 7, 12, 3, 5
+    got = cc.candidate_normals(seed, start, n, k, first=2)
+    bitgen = np.random.Philox(key=2 * seed)
+    offset = (1 << 24) * start + 2 * n
+    bitgen.advance(offset // 4)
+    bitgen.random_raw(offset % 4)
+    words = bitgen.random_raw(k * n).astype(np.uint64)
+    u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    np.testing.assert_array_equal(got, scipy.special.ndtri(u).reshape(k, n))
+
+
+@pytest.mark.parametrize("bits", [1, 7, 16, 24])
+def test_bit_packing_is_exact(bits):
+    rng = np.random.default_rng(bits)
+    values = rng.integers(0, 2**bits, size=37).astype(np.uint32)
+    data = cc.pack_bits(values, bits)
+    assert len(data) == math.ceil(37 * bits / 8)
+    np.testing.assert_array_equal(cc.unpack_bits(data, 37, bits), values)
+
+
+def test_decoded_blocks_are_the_selected_candidates_and_follow_the_posterior():
+    # one weight per block and 2**10 candidates: far more bits than the KL per
+    # block (1.3 bits), the regime where the selected sample follows q
+    n = 1000
+    blocks = cc.make_blocks([n], 10, 3, num_blocks=n)
+    mu, sigma = np.full(n, 0.5), np.full(n, 0.3)
+    nu, rho = np.zeros(n, np.float32), np.ones(n, np.float32)
+    idx, w = cc.encode_blocks(mu, sigma, nu, rho, blocks, 10, 3)
+    out = cc.decode_blocks(idx, nu, rho, blocks, 3)
+    np.testing.assert_array_equal(out.view(np.uint32), w.view(np.uint32))
+    # KS test against N(0.5, 0.3): false-alarm rate 1e-3 (fixed seed)
+    assert scipy.stats.kstest(w, scipy.stats.norm(0.5, 0.3).cdf).pvalue > 1e-3
+    # argmax picks the candidate with the largest importance weight
+    idx_a, _w_a = cc.encode_blocks(
+        mu, sigma, nu, rho, blocks, 10, 3, selection="argmax"
+    )
+    z = cc.candidate_normals(3, blocks._bounds(0)[0], 1, 1024)[:, 0]
+    logw = scipy.stats.norm(0.5, 0.3).logpdf(z.astype(np.float32)) - scipy.stats.norm(
+        0, 1
+    ).logpdf(z.astype(np.float32))
+    assert idx_a[0] == np.argmax(logw)
+
+
+def _numpyro_guide(kind):
+    from numpyro.infer.autoguide import AutoNormal
+
+    from ppl_hw.numpyro.autoguide import AutoMeanKL
+
+    def model(x, y=None):
+        return nm.mlp_classifier(x, y, hidden=HIDDEN)
+
+    guide = (
+        AutoMeanKL(model, kl_budget_bits=2000)
+        if kind == "meankl"
+        else AutoNormal(model)
+    )
+    svi = numpyro.infer.SVI(
+        model, guide, numpyro.optim.Adam(1e-2), numpyro.infer.TraceMeanField_ELBO()
+    )
+    state = svi.init(
+        jax.random.PRNGKey(0), jnp.asarray(X), jnp.asarray(DATA.y_train[:50])
+    )
+    return model, guide, svi.get_params(state)
+
+
+def _pyro_guide(kind):
+    from pyro.infer.autoguide import AutoNormal
+
+    from ppl_hw.pyro.autoguide import AutoMeanKL
+
+    def model(x, y=None):
+        return pm.mlp_classifier(x, y, hidden=HIDDEN)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = (
+        AutoMeanKL(model, kl_budget_bits=2000)
+        if kind == "meankl"
+        else AutoNormal(model)
+    )
+    guide(torch.as_tensor(X), torch.as_tensor(DATA.y_train[:50]))
+    return model, guide
+
+
+def _np_logits(model, weights):
+    sub = numpyro.handlers.substitute(model, data=weights)
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(sub, 0)).get_trace(jnp.asarray(X))
+    return np.asarray(tr["logits"]["value"])
+
+
+def _pyro_logits(model, weights):
+    tr = pyro.poutine.trace(pyro.poutine.condition(model, data=weights)).get_trace(
+        torch.as_tensor(X)
+    )
+    return tr.nodes["logits"]["value"].detach().numpy()
+
+
+@pytest.mark.parametrize("kind", ["meankl", "autonormal"])
+def test_numpyro_to_pyro_and_back_bit_exact(kind, tmp_path):
+    model, guide, params = _numpyro_guide(kind)
+    comp = coding.encode(guide, params, bits_per_block=8, seed=1)
+    # the payload is exactly num_blocks x bits_per_block bits
+    assert comp.total_bits == comp.num_blocks * 8
+    path = tmp_path / "net.ppl"
+    comp.save(path)
+    raw = path.read_bytes()
+    loaded = coding.CompressedModel.load(path)
+    a, b = coding.decode(comp), coding.decode(loaded)
+    for k in a:
+        np.testing.assert_array_equal(a[k].view(np.uint32), b[k].view(np.uint32))
+    # another process decodes the same bits
+    out = tmp_path / "w.npz"
+    code = (
+        "import numpy as np; from ppl_hw import coding; "
+        f"np.savez({str(out)!r}, **coding.decode(coding.CompressedModel.load({str(path)!r})))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    other = np.load(out)
+    for k in a:
+        np.testing.assert_array_equal(other[k].view(np.uint32), a[k].view(np.uint32))
+    # Pyro runs the same network on the decoded weights
+    pmodel, _ = _pyro_guide(kind)
+    np.testing.assert_allclose(
+        _pyro_logits(pmodel, coding.decode(loaded, backend="pyro")),
+        _np_logits(model, coding.decode(loaded, backend="numpyro")),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert len(raw) == comp.report()["file_bytes"]
+    assert comp.report()["compression_ratio"] == pytest.approx(
+        32 * comp.num_weights / comp.total_bits
+    )
+
+
+def test_pyro_to_numpyro_bit_exact():
+    pmodel, guide = _pyro_guide("meankl")
+    comp = coding.encode(guide, bits_per_block=8, seed=2)
+    # the Mean-KL budget fixes the blocks: 2000 bits / 8
+    assert comp.num_blocks == 250
+    model, _, _ = _numpyro_guide("meankl")
+    np.testing.assert_allclose(
+        _np_logits(model, coding.decode(comp, backend="numpyro")),
+        _pyro_logits(pmodel, coding.decode(comp, backend="pyro")),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def _rewrite(raw, at, new):
+    body = raw[:-4]
+    body = body[:at] + new + body[at + len(new) :]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_corrupted_truncated_and_foreign_files(tmp_path):
+    _, guide, params = _numpyro_guide("meankl")
+    comp = coding.encode(guide, params, bits_per_block=8)
+    raw = comp._to_bytes()
+    cases = {
+        "flipped": raw[:40] + bytes([raw[40] ^ 1]) + raw[41:],
+        "truncated": raw[:-3],
+        "version": _rewrite(raw, 8, struct.pack("<H", 2)),
+        "generator": _rewrite(raw, 10, struct.pack("<H", 9)),
+        "magic": b"NOTMAGIC" + raw[8:],
+    }
+    messages = {
+        "flipped": "checksum",
+        "truncated": "checksum",
+        "version": "format version 2",
+        "generator": "generator version 9",
+        "magic": "bad magic",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=messages[name]):
+            coding.CompressedModel.load(path)
+
+
+def test_bad_input():
+    from numpyro.infer.autoguide import AutoDelta, AutoNormal
+
+    _, guide, params = _numpyro_guide("meankl")
+    for bits, err in (
+        (0, ValueError),
+        (25, ValueError),
+        (True, TypeError),
+        (8.0, TypeError),
+    ):
+        with pytest.raises(err, match="bits_per_block"):
+            coding.encode(guide, params, bits_per_block=bits)
+    with pytest.raises(ValueError, match="selection"):
+        coding.encode(guide, params, selection="best")
+    with pytest.raises(ValueError, match="seed"):
+        coding.encode(guide, params, seed=-1)
+    with pytest.raises(TypeError, match="params"):
+        coding.encode(guide, None)
+    with pytest.raises(TypeError, match="AutoMeanKL or AutoNormal"):
+        coding.encode(AutoDelta(nm.mlp_classifier), params)
+    with pytest.raises(TypeError, match="AutoMeanKL or AutoNormal"):
+        coding.encode(object(), params)
+    with pytest.raises(TypeError, match="CompressedModel"):
+        coding.decode({"w0": np.zeros(3)})
+
+    def laplace(x):
+        numpyro.sample("w", ndist.Laplace(0.0, 1.0).expand([3]).to_event(1))
+
+    g = AutoNormal(laplace)
+    svi = numpyro.infer.SVI(
+        laplace, g, numpyro.optim.Adam(1e-2), numpyro.infer.Trace_ELBO()
+    )
+    p = svi.get_params(svi.init(jax.random.PRNGKey(0), jnp.ones(2)))
+    with pytest.raises(ValueError, match="Normal prior"):
+        coding.encode(g, p)
