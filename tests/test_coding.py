@@ -245,3 +245,31 @@ def test_bad_input():
     p = svi.get_params(svi.init(jax.random.PRNGKey(0), jnp.ones(2)))
     with pytest.raises(ValueError, match="Normal prior"):
         coding.encode(g, p)
+
+
+def test_finetune_sees_the_coded_weights_and_moves_the_rest():
+    _, guide, params = _numpyro_guide("autonormal")
+    calls = []
+
+    def finetune(block, fixed):
+        calls.append(sum(int(m.sum()) for m, _ in fixed.values()))
+        # move every posterior mean to 3: the blocks coded after this call
+        # must follow (candidates near 3 get all the importance weight)
+        return {
+            k: (jnp.full_like(v, 3.0) if k.endswith("_loc") else v)
+            for k, v in params.items()
+        }
+
+    plain = coding.encode(guide, params, bits_per_block=12, seed=4)
+    tuned = coding.encode(guide, params, bits_per_block=12, seed=4, finetune=finetune)
+    assert len(calls) == tuned.num_blocks - 1
+    # the coded share grows block by block, by the blocks' sizes
+    assert calls == sorted(calls) and calls[0] > 0
+    blocks = tuned._blocks()
+    first = blocks.members(0)
+    flat_plain = np.concatenate([v.reshape(-1) for v in coding.decode(plain).values()])
+    flat_tuned = np.concatenate([v.reshape(-1) for v in coding.decode(tuned).values()])
+    # block 0 is coded before any call: identical; the rest moved towards 3
+    np.testing.assert_array_equal(flat_plain[first], flat_tuned[first])
+    rest = np.setdiff1d(np.arange(flat_tuned.size), first)
+    assert flat_tuned[rest].mean() > flat_plain[rest].mean() + 1.0
