@@ -8,7 +8,12 @@ import sys
 import pytest
 
 from ppl_hw import demo
-from ppl_hw.demo._common import DEMO_KL_BUDGET_BITS, TERNARY_METHOD
+from ppl_hw.demo._common import (
+    CODING_BITS_PER_BLOCK,
+    DEMO_KL_BUDGET_BITS,
+    TERNARY_METHOD,
+    coded_method,
+)
 
 
 def test_help_documents_the_options():
@@ -31,6 +36,8 @@ def test_help_documents_the_options():
 
 def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     rows = demo.main(["--size", "smoke", "--no-progress", "--output", str(tmp_path)])
+    bits_per_block = CODING_BITS_PER_BLOCK["smoke"]
+    coded = coded_method(bits_per_block)
     methods = [
         "AutoNormal",
         "AutoNormal on PCM, t = 1 s",
@@ -38,6 +45,7 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         "AutoNormal on PCM, t = 1 year",
         "AutoNormal, SpikeAndSlab prior",
         "AutoMeanKL, 20,000-bit budget",
+        coded,
         "AutoDeviceNoise, MTJ shape",
         "SGHMC + SpikeSlabEM",
         TERNARY_METHOD,
@@ -48,14 +56,14 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert (
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) |"
-        " bits/weight | time (s) |" in printed
+        " bits/weight | size (bytes) | time (s) |" in printed
     )
     assert "| generator | samples | bandwidth | mean | variance |" in printed
     for gen in ("gaussian_noise", "uniform_noise", "mtj_noise", "pcm_read_noise"):
         assert f"| {gen} |" in printed
     assert str(tmp_path.resolve()) in printed
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 18
+    assert saved["config"]["size"] == "smoke" and len(saved["rows"]) == 20
     assert len(saved["noise"]) == 4
     for r in saved["noise"]:
         # the exact affine standardisation of EmpiricalNoise
@@ -75,14 +83,31 @@ def test_smoke_run_prints_and_writes_the_table(tmp_path, capsys):
         # switch most weights to 0, log2(3) bits per weight
         assert r.accuracy > 0.8 and 0 < r.sparsity < 1
         assert r.bits_per_weight == pytest.approx(math.log2(3))
+    coded_rows = [r for r in rows if r.method == coded]
+    assert [r.backend for r in coded_rows] == ["numpyro", "pyro"]
+    for r in coded_rows:
+        # one posterior sample of the 8 970-weight net decoded from ~20 000 bits:
+        # ceil(KL / bits_per_block) blocks of bits_per_block bits each
+        num_blocks = math.ceil(DEMO_KL_BUDGET_BITS / bits_per_block)
+        total = r.bits_per_weight * 8_970
+        assert total == pytest.approx(round(total), abs=1e-6)
+        assert round(total) % bits_per_block == 0
+        assert num_blocks <= round(total) / bits_per_block <= num_blocks + 1
+        # header, coding distribution and checksum on top of the index bytes
+        assert r.size_bytes > round(total) / 8
+        assert r.accuracy > 0.5 and r.sparsity is None and r.kl_bits is None
     for r in rows:
-        if r.method != TERNARY_METHOD:
-            assert r.bits_per_weight is None
+        if r.method not in (TERNARY_METHOD, coded):
+            assert r.bits_per_weight is None and r.size_bytes is None
     assert [r["bits_per_weight"] for r in saved["rows"]] == [
         r.bits_per_weight for r in rows
     ]
+    assert [r["size_bytes"] for r in saved["rows"]] == [r.size_bytes for r in rows]
     assert "| 1.58 |" in printed
+    assert f"| {coded_rows[0].size_bytes:,} |" in printed
     for r in rows:
+        if r.method == coded:
+            continue
         if r.method.startswith("AutoMeanKL"):
             # recomputed in float64 from the guide's (mu, sigma): the budget holds
             # by construction, up to float32 rounding of the parameters

@@ -10,17 +10,22 @@ options). It
   ``SpikeAndSlab(0.5, 0.05, 1.0)`` weight priors, ``AutoMeanKL`` (a 20 000-bit KL
   budget) and ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with
   ``SGHMC`` + ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128);
+* codes the trained ``AutoMeanKL`` network with MIRACLE (``ppl_hw.coding.encode``:
+  one posterior sample in about its KL in bits, 16-bit blocks; 8 at the smoke size),
+  decodes it and evaluates the decoded network;
 * trains the ternary network 64-256-256-10 (``ternary_mlp_classifier``:
   ``DiscreteWeight`` priors with p0 = 0.5, sign activations, batch norm) with
   ``AutoDiscreteWeight`` and ``PFP_ELBO(kl_weight=0.1)`` on both backends and
   evaluates its most probable network;
 * prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
-  prior in bits, bits per weight, time), where sparsity is the share of weights whose
+  prior in bits, bits per weight, size in bytes, time), where sparsity is the share
+  of weights whose
   posterior slab probability (at the posterior median) is below 0.5 for the
   ``AutoNormal`` row, the share of weights pruned for the SGHMC row and the share of
-  zero weights of the most probable ternary network, and bits per weight is the
-  storage of one weight of the exported ternary network (log2 3 = 1.58; blank for
-  the real-valued posteriors);
+  zero weights of the most probable ternary network, bits per weight is the
+  storage of one weight of the exported ternary network (log2 3 = 1.58) and of the
+  MIRACLE-coded network (its index bits over the number of weights; blank for the
+  real-valued posteriors), and size is the coded network's file in bytes;
 * deploys the ``AutoNormal`` posterior on a simulated PCM crossbar
   (``crossbar(..., device=PCM())``) read 1 s, 1 day and 1 year after programming;
 
@@ -77,16 +82,18 @@ def format_table(rows: Sequence[Row]) -> str:
     """The main table as Markdown."""
     lines = [
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) "
-        "| bits/weight | time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| bits/weight | size (bytes) | time (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         sparsity = "—" if r.sparsity is None else f"{100 * r.sparsity:.1f} %"
         kl = "—" if r.kl_bits is None else f"{r.kl_bits:,.0f}"
         bits = "—" if r.bits_per_weight is None else f"{r.bits_per_weight:.2f}"
+        size = "—" if r.size_bytes is None else f"{r.size_bytes:,}"
         lines.append(
             f"| {r.backend} | {r.method} | {100 * r.accuracy:.1f} % | {r.nll:.3f} "
-            f"| {r.ece:.3f} | {sparsity} | {kl} | {bits} | {r.seconds:.1f} |"
+            f"| {r.ece:.3f} | {sparsity} | {kl} | {bits} | {size} "
+            f"| {r.seconds:.1f} |"
         )
     return "\n".join(lines)
 
@@ -118,8 +125,9 @@ def _parser() -> argparse.ArgumentParser:
             "ppl_hw's main job: device-noise shapes fitted by EmpiricalNoise, and a "
             "Bayesian MLP (64-64-10) on the digits data trained on NumPyro and Pyro "
             "with Normal and spike-and-slab priors and with the Mean-KL and "
-            "device-noise guides, and a ternary network (64-256-256-10, PFP); prints "
-            "accuracy, NLL, ECE, sparsity, KL and bits per weight."
+            "device-noise guides, and a ternary network (64-256-256-10, PFP), and "
+            "MIRACLE-codes the Mean-KL network; prints accuracy, NLL, ECE, "
+            "sparsity, KL, bits per weight and the coded size."
         ),
     )
     p.add_argument(

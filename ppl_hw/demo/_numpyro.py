@@ -134,7 +134,7 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
     compressed = coding.encode(guide, params, bits_per_block=bits, seed=cfg.seed)
     weights = coding.decode(compressed, backend="numpyro")
     deployed = handlers.seed(
-        handlers.substitute(mlp_classifier, data=weights), jax.random.PRNGKey(0)
+        handlers.substitute(mlp_classifier, data=weights), jax.random.PRNGKey(cfg.seed)
     )
     tr = handlers.trace(deployed).get_trace(jnp.asarray(data.x_test))
     probs = jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
