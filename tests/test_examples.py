@@ -114,3 +114,30 @@ def test_sghmc_sparse_regression_smoke(tmp_path):
 
     var_y = float(np.var(make_sparse_regression("smoke").y_test))
     assert 1.0 < res["test_mse"] < 0.5 * var_y
+
+
+@pytest.mark.slow
+def test_miracle_coding_smoke(tmp_path):
+    res = _load("miracle_coding").main(["--smoke", "--output", str(tmp_path)])
+    num_weights = 64 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10  # 8 970
+    for kind in ("meankl", "meanvar"):
+        r = res[kind]
+        assert r["num_weights"] == num_weights
+        assert r["total_bits"] == r["num_blocks"] * 8
+        # about as many bits as the guide's KL
+        assert r["kl_bits"] - 8 <= r["total_bits"] <= r["kl_bits"] + 8
+        assert r["bits_per_weight"] == pytest.approx(r["total_bits"] / num_weights)
+        assert r["compression_ratio"] == pytest.approx(32 / r["bits_per_weight"])
+        assert r["file_bytes"] == (tmp_path / f"{kind}.mrc").stat().st_size
+        assert r["file_bytes"] >= r["total_bits"] / 8
+        assert len(r["sample_accuracies"]) == 50
+        assert r["sample_accuracy_p05"] <= r["sample_accuracy_p95"]
+        assert 0.2 < r["decoded_accuracy"] <= 1
+        assert [p["fraction"] for p in r["pruning"]] == res["prune_fractions"]
+        assert r["pruning"][0]["decoded"] == r["decoded_accuracy"]
+        # pruning 90 % of the weights costs accuracy
+        assert r["pruning"][-1]["samples_mean"] < r["pruning"][0]["samples_mean"]
+    # Mean-KL's KL is the budget by construction
+    assert res["meankl"]["kl_bits"] == pytest.approx(20_000, rel=1e-5)
+    assert (tmp_path / "miracle_coding.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "results.json").read_text()) == res

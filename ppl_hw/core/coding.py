@@ -170,10 +170,14 @@ _K_MAX = 1 << 24  # the largest K (bits_per_block <= 24): fixes each block's str
 
 
 def _gaussian_logpdf_ratio(w, mu, sigma, nu, rho):
-    """log N(w; mu, sigma) - log N(w; nu, rho), summed over the last axis."""
-    a = -0.5 * ((w - mu) / sigma) ** 2 - np.log(sigma)
-    b = -0.5 * ((w - nu) / rho) ** 2 - np.log(rho)
-    return np.sum(a - b, axis=-1)
+    """log N(w; mu, sigma) - log N(w; nu, rho), summed over the last axis, as the
+    quadratic ``w² · a + w · b + c`` (two matrix-vector products over the
+    candidates instead of a dozen elementwise passes)."""
+    p, r = 1.0 / (sigma * sigma), 1.0 / (rho * rho)
+    a = 0.5 * (r - p)
+    b = mu * p - nu * r
+    c = np.sum(0.5 * (nu * nu * r - mu * mu * p) + np.log(rho / sigma))
+    return (w * w) @ a + w @ b + c
 
 
 def encode_blocks(
