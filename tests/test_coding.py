@@ -273,3 +273,15 @@ def test_finetune_sees_the_coded_weights_and_moves_the_rest():
     np.testing.assert_array_equal(flat_plain[first], flat_tuned[first])
     rest = np.setdiff1d(np.arange(flat_tuned.size), first)
     assert flat_tuned[rest].mean() > flat_plain[rest].mean() + 1.0
+
+
+def test_kl_margin_per_block():
+    _, guide, params = _numpyro_guide("meankl")
+    # the Mean-KL budget (2 000 bits) over 5 bits of KL per 8-bit index
+    comp = coding.encode(guide, params, bits_per_block=8, kl_bits_per_block=5)
+    kl_bits = 2000.0
+    assert comp.num_blocks in (math.ceil(kl_bits / 5), math.ceil(kl_bits / 5) + 1)
+    assert comp.total_bits == comp.num_blocks * 8
+    for bad, err in ((0, ValueError), (9, ValueError), (True, TypeError)):
+        with pytest.raises(err, match="kl_bits_per_block"):
+            coding.encode(guide, params, bits_per_block=8, kl_bits_per_block=bad)
