@@ -271,7 +271,7 @@ def test_pyro_ternary_digits_network_reaches_90_percent_and_exports_exactly():
         model, guide, pyro.optim.Adam({"lr": 1e-2}), pi.PFP_ELBO(kl_weight=0.1)
     )
     x, y = torch.as_tensor(DATA.x_train), torch.as_tensor(DATA.y_train)
-    for _ in range(800):
+    for _ in range(400):
         svi.step(x, y)
 
     def predict(weights, device=None):

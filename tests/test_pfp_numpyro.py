@@ -61,7 +61,7 @@ def _predict(model, weights, params):
 
 @pytest.mark.slow
 def test_most_probable_ternary_network_reaches_90_percent_and_exports_exactly():
-    model, guide, params = _train(0.5, 0.1)
+    model, guide, params = _train(0.5, 0.1, steps=500)
     mp = guide.most_probable(params)
     logits = _predict(model, mp, params)
     acc = metrics.accuracy(jax.nn.softmax(logits, -1), DATA.y_test)
