@@ -40,7 +40,9 @@ __all__ = [
 
 class Moments(_pfp.Moments):
     """Gaussian activations ``(mean, var)`` for the probabilistic forward pass: the
-    :class:`ppl_hw.core.pfp.Moments` of this backend (same fields and arithmetic)."""
+    :class:`ppl_hw.core.pfp.Moments` of this backend (same fields and arithmetic).
+    Build inputs with it; the primitives return the base class, so test outputs with
+    ``isinstance(x, ppl_hw.core.pfp.Moments)``."""
 
     __slots__ = ()
 
