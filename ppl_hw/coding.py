@@ -223,6 +223,14 @@ def _compact(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)[:1].reshape(()) if a.size and np.all(a == a.flat[0]) else a
 
 
+def _flatten(arrays: Any, shapes: list) -> np.ndarray:
+    """Per-site arrays (compact ones broadcast to their site's shape), flattened in
+    site order: the weights' coding order."""
+    return np.concatenate(
+        [np.broadcast_to(a, s).reshape(-1) for a, s in zip(arrays, shapes, strict=True)]
+    )
+
+
 def _gaussians(guide: Any, params: Any) -> tuple[dict, dict]:
     """``({site: (mu, sigma)}, {site: (nu, rho)})`` as float64 NumPy arrays."""
     mod = type(guide).__module__
@@ -301,12 +309,7 @@ def encode(
     scales = [_compact(prior[n][1]) for n in names]
 
     def flat(arrs: list) -> np.ndarray:
-        return np.concatenate(
-            [
-                np.broadcast_to(a, s).reshape(-1)
-                for a, s in zip(arrs, shapes, strict=True)
-            ]
-        )
+        return _flatten(arrs, shapes)
 
     nu = flat(locs).astype(np.float32)
     rho = flat(scales).astype(np.float32)
@@ -376,18 +379,8 @@ def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str,
         raise ValueError(f"backend must be None, 'numpyro' or 'pyro', got {backend!r}")
     shapes = [s for _, s in compressed.sites]
     sizes = [max(1, math.prod(s)) for s in shapes]
-    nu = np.concatenate(
-        [
-            np.broadcast_to(a, s).reshape(-1)
-            for a, s in zip(compressed.locs, shapes, strict=True)
-        ]
-    )
-    rho = np.concatenate(
-        [
-            np.broadcast_to(a, s).reshape(-1)
-            for a, s in zip(compressed.scales, shapes, strict=True)
-        ]
-    )
+    nu = _flatten(compressed.locs, shapes)
+    rho = _flatten(compressed.scales, shapes)
     flat = _cc.decode_blocks(
         compressed.indices, nu, rho, compressed._blocks(), compressed.seed
     )

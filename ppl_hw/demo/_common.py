@@ -29,6 +29,7 @@ __all__ = [
     "NoiseRow",
     "Row",
     "coded_method",
+    "coded_row",
     "evaluate",
     "kl_bits",
     "sghmc_em_settings",
@@ -75,6 +76,21 @@ CODING_BITS_PER_BLOCK = {"smoke": 8, "default": 16}
 """Bits per block with which the demo MIRACLE-codes its ``AutoMeanKL`` network
 (:func:`ppl_hw.coding.encode`), per run size: ``2**16`` candidates per block take
 ~30 s for the 64-64-10 net's 1 250 blocks (NumPy), ``2**8`` a fraction of a second."""
+
+
+def coded_row(backend: str, compressed, probs, data, seconds: float) -> Row:
+    """The row of a MIRACLE-coded network: its decoded accuracy, NLL and ECE, bits per
+    weight and file size."""
+    report = compressed.report()
+    return evaluate(
+        backend,
+        coded_method(compressed.bits_per_block),
+        probs,
+        data,
+        seconds,
+        bits_per_weight=report["bits_per_weight"],
+        size_bytes=report["file_bytes"],
+    )
 
 
 def coded_method(bits_per_block: int) -> str:

@@ -31,7 +31,7 @@ from ._common import (
     TERNARY_METHOD,
     DemoConfig,
     Row,
-    coded_method,
+    coded_row,
     evaluate,
     kl_bits,
     sghmc_em_settings,
@@ -52,6 +52,13 @@ def _predict(model, guide, params, data: Split, cfg: DemoConfig, key):
     )
     logits = predictive(key, jnp.asarray(data.x_test))["logits"]
     return jax.block_until_ready(jax.nn.softmax(logits, axis=-1).mean(axis=0))
+
+
+def _predict_fixed(model, weights, data: Split, key):
+    """Class probabilities of the one network with every latent site fixed."""
+    deployed = handlers.seed(handlers.substitute(model, data=weights), key)
+    tr = handlers.trace(deployed).get_trace(jnp.asarray(data.x_test))
+    return jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
 
 
 def _fit_predict(model, data: Split, cfg: DemoConfig, guide=None):
@@ -133,24 +140,9 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
     bits = CODING_BITS_PER_BLOCK[cfg.size]
     compressed = coding.encode(guide, params, bits_per_block=bits, seed=cfg.seed)
     weights = coding.decode(compressed, backend="numpyro")
-    deployed = handlers.seed(
-        handlers.substitute(mlp_classifier, data=weights), jax.random.PRNGKey(cfg.seed)
-    )
-    tr = handlers.trace(deployed).get_trace(jnp.asarray(data.x_test))
-    probs = jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
+    probs = _predict_fixed(mlp_classifier, weights, data, jax.random.PRNGKey(cfg.seed))
     seconds = time.perf_counter() - start
-    report = compressed.report()
-    rows.append(
-        evaluate(
-            "numpyro",
-            coded_method(bits),
-            probs,
-            data,
-            seconds,
-            bits_per_weight=report["bits_per_weight"],
-            size_bytes=report["file_bytes"],
-        )
-    )
+    rows.append(coded_row("numpyro", compressed, probs, data, seconds))
     return rows
 
 
@@ -217,9 +209,7 @@ def ternary(data: Split, cfg: DemoConfig) -> list[Row]:
     steps = ternary_steps(cfg.steps)
     params = svi.run(key_train, steps, x, y, progress_bar=cfg.progress).params
     weights = guide.most_probable(params)
-    deployed = handlers.seed(handlers.substitute(model, data=weights), key_pred)
-    tr = handlers.trace(deployed).get_trace(jnp.asarray(data.x_test))
-    probs = jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
+    probs = _predict_fixed(model, weights, data, key_pred)
     seconds = time.perf_counter() - start
     shares = guide.sparsity(params)
     sparsity = zero_share(shares, {k: weights[k].size for k in shares})

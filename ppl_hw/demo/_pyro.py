@@ -32,7 +32,7 @@ from ._common import (
     TERNARY_METHOD,
     DemoConfig,
     Row,
-    coded_method,
+    coded_row,
     evaluate,
     kl_bits,
     sghmc_em_settings,
@@ -50,6 +50,15 @@ def _predict(model, guide, data: Split, cfg: DemoConfig):
     with torch.no_grad():
         logits = predictive(torch.as_tensor(data.x_test))["logits"]
         return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
+
+
+@torch.no_grad()
+def _predict_fixed(model, weights, data: Split):
+    """Class probabilities of the one network with every latent site given."""
+    tr = poutine.trace(poutine.condition(model, data=weights)).get_trace(
+        torch.as_tensor(data.x_test)
+    )
+    return torch.softmax(tr.nodes["logits"]["value"], dim=-1).numpy()
 
 
 def _train(
@@ -153,24 +162,9 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
     bits = CODING_BITS_PER_BLOCK[cfg.size]
     compressed = coding.encode(guide, bits_per_block=bits, seed=cfg.seed)
     weights = coding.decode(compressed, backend="pyro")
-    with torch.no_grad():
-        # every latent site given: the decoded network
-        deployed = poutine.condition(mlp_classifier, data=weights)
-        tr = poutine.trace(deployed).get_trace(torch.as_tensor(data.x_test))
-        probs = torch.softmax(tr.nodes["logits"]["value"], dim=-1).numpy()
+    probs = _predict_fixed(mlp_classifier, weights, data)
     seconds = time.perf_counter() - start
-    report = compressed.report()
-    rows.append(
-        evaluate(
-            "pyro",
-            coded_method(bits),
-            probs,
-            data,
-            seconds,
-            bits_per_weight=report["bits_per_weight"],
-            size_bytes=report["file_bytes"],
-        )
-    )
+    rows.append(coded_row("pyro", compressed, probs, data, seconds))
     return rows
 
 
@@ -238,11 +232,7 @@ def ternary(data: Split, cfg: DemoConfig) -> list[Row]:
         model, guide, loss, data, cfg, "AutoDiscreteWeight", ternary_steps(cfg.steps)
     )
     weights = guide.most_probable()
-    with torch.no_grad():
-        # every latent site given: the deterministic most probable network
-        deployed = poutine.condition(model, data=weights)
-        tr = poutine.trace(deployed).get_trace(torch.as_tensor(data.x_test))
-        probs = torch.softmax(tr.nodes["logits"]["value"], dim=-1).numpy()
+    probs = _predict_fixed(model, weights, data)
     seconds = time.perf_counter() - start
     shares = guide.sparsity()
     sparsity = zero_share(shares, {k: weights[k].numel() for k in shares})
