@@ -5,7 +5,12 @@ The digits BNN (64-64-10, Normal(0, 1) priors: the coding distribution) is train
 total KL budget of 20 000 bits two ways, with the set-up of
 ``examples/meankl_vs_meanvar.py`` (Adam lr 1e-3, full batch):
 
-* Mean-KL: ``AutoMeanKL(kl_budget_bits=20_000)`` + ``TraceMeanField_ELBO``;
+* Mean-KL with the budget split by coding block:
+  ``AutoMeanKL(kl_budget_bits=20_000, budget_split="blocks", bits_per_block=b)`` +
+  ``TraceMeanField_ELBO`` (every block's KL is exactly ``b`` bits; ``encode`` codes
+  those blocks);
+* Mean-KL with one softmax over all weights (``budget_split="learned"``, the
+  default): the coder's blocks then carry 4-33 bits of KL each;
 * Mean-Var (MIRACLE): ``AutoNormal`` + ``MeanVarAnnealing`` (10-bit blocks).
 
 Each trained guide is coded with :func:`ppl_hw.coding.encode` (``bits_per_block`` bits
@@ -16,7 +21,9 @@ accuracy, and the accuracies of ``samples`` single posterior samples of the guid
 (each sample is one network, ``guide.sample_posterior``) with their 5-95 % range: the
 decoded network is one (approximate) posterior sample, so its accuracy should lie
 inside. Also reported: the decoded accuracy with ``selection="argmax"`` and, at full
-size, with two more seeds.
+size, with two more seeds (for ``"blocks"``, whose blocks are drawn from the seed, two
+more guides trained with ``block_seed`` = training seed = 1, 2, each against its own
+samples).
 
 Magnitude pruning: for each fraction in 0, 0.1, ..., 0.9 the smallest-|w| fraction of
 the **weight matrices** ``w0``, ``w1``, ``w2`` (one global threshold over all three;
@@ -61,6 +68,11 @@ SIZES = {
     ),
 }
 PRUNE = tuple(round(0.1 * i, 1) for i in range(10))
+KINDS = (
+    ("meankl_blocks", "Mean-KL (blocks)"),
+    ("meankl", "Mean-KL (learned)"),
+    ("meanvar", "Mean-Var"),
+)
 WEIGHT_SITES = ("w0", "w1", "w2")
 FIGURE = "miracle_coding.png"
 DOCS_STATIC = Path(__file__).resolve().parents[1] / "docs" / "_static"
@@ -77,8 +89,17 @@ def _train(kind: str, size: dict, seed: int, x, y):
     from ppl_hw.numpyro.infer import MeanVarAnnealing
     from ppl_hw.numpyro.models import mlp_classifier
 
-    if kind == "meankl":
-        guide = AutoMeanKL(mlp_classifier, kl_budget_bits=size["bits"])
+    if kind.startswith("meankl"):
+        split = (
+            dict(
+                budget_split="blocks",
+                bits_per_block=size["bits_per_block"],
+                block_seed=seed,
+            )
+            if kind == "meankl_blocks"
+            else {}
+        )
+        guide = AutoMeanKL(mlp_classifier, kl_budget_bits=size["bits"], **split)
         svi = SVI(
             mlp_classifier, guide, numpyro.optim.Adam(1e-3), TraceMeanField_ELBO()
         )
@@ -158,14 +179,26 @@ def study(size: dict, seed: int, outdir: Path) -> dict:
         prune_fractions=list(PRUNE),
         pruned_sites=list(WEIGHT_SITES),
     )
-    for kind in ("meankl", "meanvar"):
+
+    def sample_accuracies(guide, params, s, names):
+        post = guide.sample_posterior(
+            jax.random.PRNGKey(s + 1), params, sample_shape=(size["samples"],)
+        )
+        post = {n: post[n] for n in names}
+        return post, np.asarray(acc_many(post))
+
+    def code(kind, guide, params, **kw):
+        # the "blocks" guide fixes its own blocks, bits and seed
+        if kind != "meankl_blocks":
+            kw.setdefault("bits_per_block", size["bits_per_block"])
+        return encode(guide, params, **kw)
+
+    for kind, _ in KINDS:
         t0 = time.perf_counter()
         guide, params, kl = _train(kind, size, seed, x, y)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        compressed = encode(
-            guide, params, bits_per_block=size["bits_per_block"], seed=seed
-        )
+        compressed = code(kind, guide, params, seed=seed)
         t_encode = time.perf_counter() - t0
         path = outdir / f"{kind}.mrc"
         compressed.save(path)
@@ -179,26 +212,37 @@ def study(size: dict, seed: int, outdir: Path) -> dict:
         assert report["file_bytes"] == path.stat().st_size
         decoded_acc = float(acc_one(decoded))
 
-        post = guide.sample_posterior(
-            jax.random.PRNGKey(seed + 1), params, sample_shape=(size["samples"],)
-        )
-        post = {n: post[n] for n in decoded}
-        sample_acc = np.asarray(acc_many(post))
+        post, sample_acc = sample_accuracies(guide, params, seed, decoded)
         lo, hi = (float(v) for v in np.percentile(sample_acc, [5, 95]))
         ensemble = float(
             metrics.accuracy(np.asarray(probs_many(post)).mean(0), data.y_test)
         )
-        variants = []
-        for sel, s in [("argmax", seed)] + [("sample", s) for s in size["extra_seeds"]]:
-            c = encode(
-                guide,
-                params,
-                bits_per_block=size["bits_per_block"],
-                seed=s,
-                selection=sel,
+        c = code(kind, guide, params, seed=seed, selection="argmax")
+        variants = [
+            dict(
+                selection="argmax",
+                seed=seed,
+                decoded_accuracy=float(acc_one(decode(c, backend="numpyro"))),
             )
-            a = float(acc_one(decode(c, backend="numpyro")))
-            variants.append(dict(selection=sel, seed=s, decoded_accuracy=a))
+        ]
+        for s in size["extra_seeds"]:
+            row: dict = dict(selection="sample", seed=s)
+            if kind == "meankl_blocks":
+                # blocks are drawn from the seed: a new guide per seed, against
+                # its own posterior samples
+                g, p, _ = _train(kind, size, s, x, y)
+                c = code(kind, g, p)
+                _, accs = sample_accuracies(g, p, s, decoded)
+                row.update(
+                    retrained=True,
+                    sample_accuracy_p05=float(np.percentile(accs, 5)),
+                    sample_accuracy_p95=float(np.percentile(accs, 95)),
+                    sample_accuracy_mean=float(accs.mean()),
+                )
+            else:
+                c = code(kind, guide, params, seed=s)
+            row["decoded_accuracy"] = float(acc_one(decode(c, backend="numpyro")))
+            variants.append(row)
         pruning = []
         for f in PRUNE:
             accs = np.asarray(acc_many(_prune(post, f)))
@@ -257,7 +301,7 @@ def main(argv=None):
         "| file (bytes) | decoded acc | 5-95 % of samples | inside |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for kind, label in (("meankl", "Mean-KL"), ("meanvar", "Mean-Var")):
+    for kind, label in KINDS:
         r = res[kind]
         print(
             f"| {label} | {r['kl_bits']:.0f} | {r['total_bits']} "
@@ -266,23 +310,32 @@ def main(argv=None):
             f"| {100 * r['sample_accuracy_p05']:.1f}-"
             f"{100 * r['sample_accuracy_p95']:.1f} % | {r['decoded_inside']} |"
         )
-    for kind in ("meankl", "meanvar"):
+    for kind, _ in KINDS:
         for v in res[kind]["other_encodings"]:
+            own = (
+                f" (its samples {100 * v['sample_accuracy_p05']:.1f}-"
+                f"{100 * v['sample_accuracy_p95']:.1f} %)"
+                if v.get("retrained")
+                else ""
+            )
             print(
                 f"{kind} {v['selection']} seed {v['seed']}: "
-                f"decoded acc {100 * v['decoded_accuracy']:.1f} %"
+                f"decoded acc {100 * v['decoded_accuracy']:.1f} %{own}"
             )
+    labels = [label for _, label in KINDS]
     print(
-        "| pruned | Mean-KL decoded | Mean-Var decoded | Mean-KL samples "
-        "| Mean-Var samples |"
+        "| pruned | "
+        + " | ".join(f"{lb} decoded" for lb in labels)
+        + " | "
+        + " | ".join(f"{lb} samples" for lb in labels)
+        + " |"
     )
-    print("|---:|---:|---:|---:|---:|")
-    for a, b in zip(res["meankl"]["pruning"], res["meanvar"]["pruning"], strict=True):
-        print(
-            f"| {a['fraction']:.0%} | {100 * a['decoded']:.1f} % "
-            f"| {100 * b['decoded']:.1f} % | {100 * a['samples_mean']:.1f} % "
-            f"| {100 * b['samples_mean']:.1f} % |"
-        )
+    print("|---:|" + "---:|" * (2 * len(KINDS)))
+    rows = zip(*(res[k]["pruning"] for k, _ in KINDS), strict=True)
+    for row in rows:
+        cells = [f"{100 * r['decoded']:.1f} %" for r in row]
+        cells += [f"{100 * r['samples_mean']:.1f} %" for r in row]
+        print(f"| {row[0]['fraction']:.0%} | " + " | ".join(cells) + " |")
     print(f"written to {args.output.resolve()}")
     return res
 
@@ -294,7 +347,7 @@ def figure(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    styles = (("meankl", "Mean-KL", "C0"), ("meanvar", "Mean-Var", "C1"))
+    styles = tuple((kind, label, f"C{i}") for i, (kind, label) in enumerate(KINDS))
     for kind, label, colour in styles:
         r = res[kind]
         accs = 100 * np.asarray(r["sample_accuracies"])

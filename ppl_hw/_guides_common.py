@@ -12,14 +12,16 @@ import numpy as np
 __all__ = [
     "BUDGET_SPLITS",
     "DROPPED",
+    "BlockSplit",
     "budget_nats",
     "check_dropout_p",
     "check_init_scale",
+    "check_meankl_split",
     "meankl_init",
     "scale_site_selector",
 ]
 
-BUDGET_SPLITS = ("learned", "equal")
+BUDGET_SPLITS = ("learned", "equal", "blocks")
 DROPPED = ("zero", "one")
 _LN2 = math.log(2.0)
 
@@ -38,6 +40,93 @@ def budget_nats(kl_budget_bits: Any, kl_budget_nats: Any) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value) * (_LN2 if name == "kl_budget_bits" else 1.0)
+
+
+def check_meankl_split(
+    budget_split: Any, bits_per_block: Any, block_seed: Any
+) -> tuple[int | None, int | None]:
+    """Validate ``AutoMeanKL``'s split options; returns ``(bits_per_block,
+    block_seed)`` (defaults 16 and 0 for ``"blocks"``, ``None`` otherwise)."""
+    if budget_split not in BUDGET_SPLITS:
+        raise ValueError(
+            f"budget_split must be one of {list(BUDGET_SPLITS)}, got {budget_split!r}"
+        )
+    if budget_split != "blocks":
+        for name, value in (
+            ("bits_per_block", bits_per_block),
+            ("block_seed", block_seed),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} is only used with budget_split='blocks', got {name}="
+                    f"{value!r} with budget_split={budget_split!r}"
+                )
+        return None, None
+    bits = 16 if bits_per_block is None else bits_per_block
+    seed = 0 if block_seed is None else block_seed
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
+        raise TypeError(f"bits_per_block must be an int, got {bits!r}")
+    if not 1 <= bits <= 24:
+        raise ValueError(f"bits_per_block must be in 1..24, got {bits}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"block_seed must be an int >= 0, got {seed!r}")
+    return int(bits), int(seed)
+
+
+class BlockSplit:
+    """The KL budget shared out block by block (``budget_split="blocks"``).
+
+    The weights (flattened in site order) are shuffled into the coding blocks of
+    :func:`ppl_hw.core.coding.make_blocks` (``ceil(budget_bits / bits_per_block)``
+    blocks, seed ``block_seed``); block ``b`` gets ``C_b = budget / num_blocks`` (at
+    most ``bits_per_block`` bits) and its weights share it by a softmax of their
+    logits within the block, so **every block's KL equals** ``C_b`` by construction —
+    what MIRACLE's coder needs (``K = 2**bits_per_block`` candidates per block).
+    """
+
+    def __init__(self, sizes: Mapping[str, int], budget: float, bits: int, seed: int):
+        from .core import coding as _cc
+
+        # the blocks are made over the sites in sorted-name order, the coding order
+        # of ppl_hw.coding; index and block_of address the flat logits in the order
+        # of ``sizes`` (the guide's own)
+        self.names = list(sizes)  # the flat order index and block_of refer to
+        names = sorted(sizes)
+        d = sum(sizes.values())
+        # round before the ceiling: bits -> nats -> bits is not exact in floating point
+        num_blocks = min(math.ceil(round(budget / _LN2 / bits, 9)), d)
+        self.blocks = _cc.make_blocks(
+            [sizes[n] for n in names], bits, seed, num_blocks=num_blocks
+        )
+        start = dict(zip(sizes, np.cumsum([0, *sizes.values()])[:-1], strict=True))
+        to_own = np.concatenate(
+            [np.arange(start[n], start[n] + sizes[n]) for n in names]
+        ).astype(np.int64)
+        self.log_cb = math.log(budget / num_blocks)
+        members = [to_own[self.blocks.members(b)] for b in range(num_blocks)]
+        width = max(len(m) for m in members)
+        self.index = np.zeros((num_blocks, width), dtype=np.int64)
+        self.pad = np.full((num_blocks, width), -np.inf)
+        for b, m in enumerate(members):
+            self.index[b, : len(m)] = m
+            self.index[b, len(m) :] = m[0]
+            self.pad[b, : len(m)] = 0.0
+        self.block_of = np.empty(d, dtype=np.int64)
+        self.block_of[to_own] = self.blocks.block_of
+
+    def share(self, kappa: np.ndarray) -> np.ndarray:
+        """Rescale per-weight shares (flat, positive) so each block sums to ``C_b``."""
+        totals = np.bincount(self.block_of, weights=kappa, minlength=len(self.index))
+        return kappa * (math.exp(self.log_cb) / totals[self.block_of])
+
+    @staticmethod
+    def log_kappa(
+        phi: Any, index: Any, pad: Any, block_of: Any, log_cb: Any, special: Any
+    ) -> Any:
+        """``log kappa`` of the flat logits ``phi`` on any backend (``index``, ``pad``
+        and ``block_of`` as that backend's arrays)."""
+        lse = special.logsumexp(special.take(phi, index) + pad, axis=1)
+        return log_cb + phi - special.take(lse, block_of)
 
 
 def check_init_scale(init_scale: Any) -> float:
@@ -97,12 +186,14 @@ def meankl_init(
     budget: float,
     split: str,
     init_scale: float,
+    blocks: BlockSplit | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Initial ``(m, phi)`` of a Mean-KL guide whose means start at ``locs``.
 
     Each weight's initial KL share is that of :math:`\\mathcal N(\\mu_0,
     \\mathrm{init\\_scale}^2)` to its prior (``"learned"``; rescaled to sum to the
-    budget) or ``budget / D`` (``"equal"``); the mean parameter is
+    budget; ``"blocks"``: rescaled to each block's ``C_b`` by ``blocks``) or
+    ``budget / D`` (``"equal"``); the mean parameter is
     ``atanh((mu0 - nu) / (rho sqrt(2 kappa)))``. Raises when the budget cannot hold
     the initial means (``|mu0 - nu| >= rho sqrt(2 kappa)`` for some weight).
     """
@@ -119,6 +210,15 @@ def meankl_init(
     if split == "learned":
         total = sum(float(k.sum()) for k in kappa0.values())
         kappa0 = {k: v * (budget / total) for k, v in kappa0.items()}
+    elif split == "blocks":
+        assert blocks is not None
+        names = blocks.names
+        flat = blocks.share(np.concatenate([kappa0[k].reshape(-1) for k in names]))
+        ends = np.cumsum([kappa0[k].size for k in names])
+        kappa0 = {
+            k: part.reshape(np.shape(kappa0[k]))
+            for k, part in zip(names, np.split(flat, ends[:-1]), strict=True)
+        }
     worst = 0.0
     for name, mu0 in locs.items():
         nu, rho = priors[name]
@@ -139,5 +239,5 @@ def meankl_init(
         nu, rho = priors[name]
         u = (mu0 - nu) / (rho * np.sqrt(2.0 * kappa0[name]))
         m0[name] = np.arctanh(u)
-        phi0[name] = np.log(kappa0[name] / budget)
+        phi0[name] = np.log(kappa0[name] / budget)  # softmax-invariant per block
     return m0, phi0

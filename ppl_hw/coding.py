@@ -248,12 +248,22 @@ def _gaussians(guide: Any, params: Any) -> tuple[dict, dict]:
     )
 
 
+def _guide_blocks(guide: Any) -> _cc.Blocks | None:
+    """The coding blocks of ``AutoMeanKL(budget_split="blocks")`` (either backend)."""
+    if getattr(guide, "budget_split", None) != "blocks":
+        return None
+    blocks = guide.blocks
+    if blocks is None:
+        raise ValueError("the guide has not been run yet: train it before encoding")
+    return blocks
+
+
 def encode(
     guide: Any,
     params: dict | None = None,
     *,
-    bits_per_block: int = 16,
-    seed: int = 0,
+    bits_per_block: int | None = None,
+    seed: int | None = None,
     selection: str = "sample",
     finetune: Callable[[int, dict], Any] | None = None,
     kl_bits_per_block: float | None = None,
@@ -264,8 +274,13 @@ def encode(
         sites with ``Normal`` priors.
     :param params: NumPyro: the trained parameters (``svi.get_params(state)``);
         Pyro: ``None`` (the param store).
-    :param bits_per_block: bits per block index, 1..24 (``K = 2**bits`` candidates).
-    :param seed: seed of the blocks, the candidates and the selection (int >= 0).
+    :param bits_per_block: bits per block index, 1..24 (``K = 2**bits`` candidates);
+        default 16, or the guide's ``bits_per_block`` for an ``AutoMeanKL`` with
+        ``budget_split="blocks"`` (whose blocks are then coded as they are; a larger
+        value gives the sampler a margin).
+    :param seed: seed of the blocks, the candidates and the selection (int >= 0);
+        default 0, or the guide's ``block_seed`` (``budget_split="blocks"``, which
+        needs exactly that seed).
     :param selection: ``"sample"`` (index drawn in proportion to the importance
         weights: the decoded weights follow the posterior) or ``"argmax"``.
     :param finetune: ``None`` or ``callback(block, fixed)`` called before each block
@@ -281,9 +296,35 @@ def encode(
         decoded network from the lower tail of the posterior samples' accuracies to
         their middle; see the reproductions page).
     """
-    bits = _check_bits(bits_per_block)
+    guide_blocks = _guide_blocks(guide)
+    if guide_blocks is not None:
+        g_bits, g_seed = guide.bits_per_block, guide.block_seed
+        if bits_per_block is None:
+            bits_per_block = g_bits
+        if seed is None:
+            seed = g_seed
+    bits = _check_bits(16 if bits_per_block is None else bits_per_block)
+    seed = 0 if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if guide_blocks is not None:
+        if bits < g_bits:
+            raise ValueError(
+                f"bits_per_block={bits} is less than the guide's blocks carry "
+                f"(AutoMeanKL bits_per_block={g_bits}); give >= {g_bits} or leave it"
+            )
+        if seed != g_seed:
+            raise ValueError(
+                f"seed={seed} differs from the guide's block_seed={g_seed}: the "
+                "blocks of budget_split='blocks' are decoded from the seed; leave "
+                "seed unset"
+            )
+        if kl_bits_per_block is not None:
+            raise ValueError(
+                "kl_bits_per_block does not apply to an AutoMeanKL with "
+                "budget_split='blocks' (its blocks fix the KL per block), got "
+                f"{kl_bits_per_block!r}"
+            )
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if kl_bits_per_block is None:
@@ -302,7 +343,7 @@ def encode(
     if finetune is not None and not callable(finetune):
         raise TypeError(f"finetune must be callable or None, got {finetune!r}")
     post, prior = _gaussians(guide, params)
-    names = list(post)
+    names = sorted(post)  # the coding order (the blocks of budget_split="blocks")
     shapes = [tuple(np.shape(post[n][0])) for n in names]
     sizes = [max(1, math.prod(s)) for s in shapes]
     locs = [_compact(prior[n][0]) for n in names]
@@ -322,9 +363,17 @@ def encode(
             - 0.5
         )
     )
-    kl_bits = max(kl_nats / math.log(2.0), float(kl_bits_per_block))
-    num_blocks = min(math.ceil(kl_bits / kl_bits_per_block), sum(sizes))
-    blocks = _cc.make_blocks(sizes, bits, int(seed), num_blocks=num_blocks)
+    if guide_blocks is not None:
+        if tuple(guide_blocks.sizes) != tuple(sizes):
+            raise ValueError(
+                f"the guide's blocks cover sites of sizes {list(guide_blocks.sizes)}, "
+                f"the guide's parameters {sizes}"
+            )
+        blocks = guide_blocks
+    else:
+        kl_bits = max(kl_nats / math.log(2.0), float(kl_bits_per_block))
+        num_blocks = min(math.ceil(kl_bits / kl_bits_per_block), sum(sizes))
+        blocks = _cc.make_blocks(sizes, bits, int(seed), num_blocks=num_blocks)
     offsets = np.cumsum([0, *sizes])
 
     callback = None

@@ -74,6 +74,9 @@ def test_decoded_blocks_are_the_selected_candidates_and_follow_the_posterior():
     assert idx_a[0] == np.argmax(logw)
 
 
+BLOCKS = dict(budget_split="blocks", bits_per_block=8, block_seed=5)
+
+
 def _numpyro_guide(kind):
     from numpyro.infer.autoguide import AutoNormal
 
@@ -83,9 +86,11 @@ def _numpyro_guide(kind):
         return nm.mlp_classifier(x, y, hidden=HIDDEN)
 
     guide = (
-        AutoMeanKL(model, kl_budget_bits=2000)
-        if kind == "meankl"
-        else AutoNormal(model)
+        AutoNormal(model)
+        if kind == "autonormal"
+        else AutoMeanKL(
+            model, kl_budget_bits=2000, **(BLOCKS if kind == "blocks" else {})
+        )
     )
     svi = numpyro.infer.SVI(
         model, guide, numpyro.optim.Adam(1e-2), numpyro.infer.TraceMeanField_ELBO()
@@ -107,9 +112,11 @@ def _pyro_guide(kind):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = (
-        AutoMeanKL(model, kl_budget_bits=2000)
-        if kind == "meankl"
-        else AutoNormal(model)
+        AutoNormal(model)
+        if kind == "autonormal"
+        else AutoMeanKL(
+            model, kl_budget_bits=2000, **(BLOCKS if kind == "blocks" else {})
+        )
     )
     guide(torch.as_tensor(X), torch.as_tensor(DATA.y_train[:50]))
     return model, guide
@@ -177,6 +184,51 @@ def test_pyro_to_numpyro_bit_exact():
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_a_blocks_guide_is_coded_in_its_own_blocks(backend):
+    if backend == "numpyro":
+        model, guide, params = _numpyro_guide("blocks")
+        comp = coding.encode(guide, params)
+    else:
+        pmodel, guide = _pyro_guide("blocks")
+        params = None
+        comp = coding.encode(guide)
+    # bits and seed come from the guide; the blocks are the guide's, each carrying
+    # exactly 8 bits of KL (2 000 bits -> 250 blocks)
+    assert (comp.bits_per_block, comp.seed, comp.num_blocks) == (8, 5, 250)
+    assert comp.total_bits == 2000
+    np.testing.assert_array_equal(comp._blocks().block_of, guide.blocks.block_of)
+    # the decoded network runs on the other backend too
+    model = _numpyro_guide("autonormal")[0]
+    pmodel = _pyro_guide("autonormal")[0]
+    np.testing.assert_allclose(
+        _np_logits(model, coding.decode(comp, backend="numpyro")),
+        _pyro_logits(pmodel, coding.decode(comp, backend="pyro")),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # more bits than the blocks carry: the same blocks, a larger index
+    wider = coding.encode(guide, params, bits_per_block=10)
+    assert (wider.num_blocks, wider.total_bits) == (250, 2500)
+    # what would code other blocks than the guide's is refused
+    with pytest.raises(
+        ValueError, match="seed=4 differs from the guide's block_seed=5"
+    ):
+        coding.encode(guide, params, seed=4)
+    with pytest.raises(ValueError, match="bits_per_block=7 is less than"):
+        coding.encode(guide, params, bits_per_block=7)
+    with pytest.raises(ValueError, match="kl_bits_per_block does not apply"):
+        coding.encode(guide, params, kl_bits_per_block=6)
+
+
+def test_an_untrained_blocks_guide_is_refused():
+    from ppl_hw.pyro.autoguide import AutoMeanKL
+
+    guide = AutoMeanKL(pm.mlp_classifier, kl_budget_bits=2000, **BLOCKS)
+    with pytest.raises(ValueError, match="has not been run yet"):
+        coding.encode(guide)
 
 
 def _rewrite(raw, at, new):

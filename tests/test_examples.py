@@ -120,7 +120,7 @@ def test_sghmc_sparse_regression_smoke(tmp_path):
 def test_miracle_coding_smoke(tmp_path):
     res = _load("miracle_coding").main(["--smoke", "--output", str(tmp_path)])
     num_weights = 64 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10  # 8 970
-    for kind in ("meankl", "meanvar"):
+    for kind in ("meankl_blocks", "meankl", "meanvar"):
         r = res[kind]
         assert r["num_weights"] == num_weights
         assert r["total_bits"] == r["num_blocks"] * 8
@@ -137,7 +137,10 @@ def test_miracle_coding_smoke(tmp_path):
         assert r["pruning"][0]["decoded"] == r["decoded_accuracy"]
         # pruning 90 % of the weights costs accuracy
         assert r["pruning"][-1]["samples_mean"] < r["pruning"][0]["samples_mean"]
-    # Mean-KL's KL is the budget by construction
+    # Mean-KL's KL is the budget by construction; with budget_split="blocks" it is
+    # cut into exactly 20 000 / 8 blocks of 8 bits, which encode codes as they are
     assert res["meankl"]["kl_bits"] == pytest.approx(20_000, rel=1e-5)
+    assert res["meankl_blocks"]["kl_bits"] == pytest.approx(20_000, rel=1e-5)
+    assert res["meankl_blocks"]["num_blocks"] == 20_000 // 8
     assert (tmp_path / "miracle_coding.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text()) == res

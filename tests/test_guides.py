@@ -22,6 +22,7 @@ import ppl_hw.numpyro.autoguide as nag
 import ppl_hw.pyro.autoguide as pag
 from ppl_hw import devices, metrics
 from ppl_hw.arviz import from_guide
+from ppl_hw.core.backend import NUMPY
 from ppl_hw.datasets import load_digits
 from ppl_hw.numpyro.distributions import EmpiricalNoise as NNoise
 from ppl_hw.numpyro.infer import MeanVarAnnealing as NMeanVar
@@ -190,6 +191,102 @@ def test_pyro_meankl_budget_holds_at_init_and_after_training():
             budget, rel=1e-5
         )
         assert float(guide.kl()[0]) == pytest.approx(budget, rel=1e-5)
+
+
+def _block_kl_bits(guide, loc_scale):
+    """Each coding block's KL (bits) in float64 from (mu, sigma), in the coding
+    order (sorted site names) that ``guide.blocks`` refers to."""
+    names = sorted(loc_scale)
+    mu, sigma, nu, rho = (
+        np.concatenate(
+            [
+                np.broadcast_to(
+                    np.asarray(a[n], np.float64), np.shape(loc_scale[n][0])
+                ).reshape(-1)
+                for n in names
+            ]
+        )
+        for a in (
+            {n: loc_scale[n][0] for n in names},
+            {n: loc_scale[n][1] for n in names},
+            {n: guide.priors[n][0] for n in names},
+            {n: guide.priors[n][1] for n in names},
+        )
+    )
+    kl = np.log(rho / sigma) + (sigma**2 + (mu - nu) ** 2) / (2 * rho**2) - 0.5
+    return np.bincount(guide.blocks.block_of, kl) / math.log(2)
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_meankl_blocks_fix_every_blocks_kl_at_init_and_after_training(backend):
+    # 12 000 bits in 8-bit blocks: 1 500 blocks of ~6 weights, each exactly 8 bits
+    kw = dict(kl_budget_bits=12_000, budget_split="blocks", bits_per_block=8)
+    n = 200
+    if backend == "numpyro":
+        guide = nag.AutoMeanKL(nmlp, block_seed=3, **kw)
+        x, y = jnp.asarray(DATA.x_train[:n]), jnp.asarray(DATA.y_train[:n])
+        svi = numpyro.infer.SVI(
+            nmlp, guide, numpyro.optim.Adam(3e-2), numpyro.infer.TraceMeanField_ELBO()
+        )
+        state = svi.init(jax.random.PRNGKey(0), x, y)
+        run = svi.run(
+            jax.random.PRNGKey(1), 200, x, y, progress_bar=False, init_state=state
+        )
+        snapshots = [guide.loc_scale(svi.get_params(s)) for s in (state, run.state)]
+    else:
+        guide = pag.AutoMeanKL(pmlp, block_seed=3, **kw)
+        guide(torch.as_tensor(DATA.x_train[:n]), torch.as_tensor(DATA.y_train[:n]))
+        snapshots = [guide.loc_scale()]
+        _pyro_train(pmlp, guide, 200, lr=3e-2, n=n)
+        snapshots.append(guide.loc_scale())
+    assert guide.blocks.num_blocks == 1_500 and guide.blocks.seed == 3
+    first = np.asarray(snapshots[0]["w0"][0])
+    assert not np.allclose(first, np.asarray(snapshots[1]["w0"][0]))  # it trained
+    for ls in snapshots:
+        np.testing.assert_allclose(_block_kl_bits(guide, ls), 8.0, rtol=2e-5)
+
+
+def test_meankl_blocks_are_the_same_on_both_backends():
+    kw = dict(kl_budget_bits=12_000, budget_split="blocks", bits_per_block=8)
+    ng, pg = nag.AutoMeanKL(nmlp, **kw), pag.AutoMeanKL(pmlp, **kw)
+    x, y = DATA.x_train[:20], DATA.y_train[:20]
+    numpyro.handlers.seed(ng, 0)(jnp.asarray(x), jnp.asarray(y))
+    pg(torch.as_tensor(x), torch.as_tensor(y))
+    assert ng.blocks.sizes == pg.blocks.sizes
+    np.testing.assert_array_equal(ng.blocks.block_of, pg.blocks.block_of)
+    # the same logits per site give the same log kappa per site, although NumPyro
+    # flattens the sites in sorted order and Pyro in model order
+    rng = np.random.default_rng(0)
+    phi = {
+        n: rng.normal(size=s)
+        for n, s in zip(sorted(ng.priors), ng.blocks.sizes, strict=True)
+    }
+    out = []
+    for bs in (ng._block_split, pg._block_split):
+        flat = np.concatenate([phi[n] for n in bs.names])
+        lk = bs.log_kappa(
+            flat, bs.index, bs.pad, bs.block_of, bs.log_cb, special=NUMPY.special
+        )
+        out.append(
+            dict(
+                zip(
+                    bs.names,
+                    np.split(lk, np.cumsum([phi[n].size for n in bs.names])[:-1]),
+                    strict=True,
+                )
+            )
+        )
+    assert ng._block_split.names != pg._block_split.names
+    for n in phi:
+        np.testing.assert_array_equal(out[0][n], out[1][n])
+    # a reference softmax per block, in the coding order
+    flat = np.concatenate([phi[n] for n in sorted(phi)])
+    ref = np.empty_like(flat)
+    for b in range(ng.blocks.num_blocks):
+        idx = ng.blocks.members(b)
+        ref[idx] = flat[idx] - sps.logsumexp(flat[idx])
+    got = np.concatenate([out[0][n] for n in sorted(phi)])
+    np.testing.assert_allclose(got, ng._block_split.log_cb + ref, rtol=1e-12)
 
 
 def test_meankl_sigma_agrees_with_scipy_lambertw_on_both_backends():
@@ -511,6 +608,47 @@ def _bad_cases():
             ),
             ValueError,
             "budget_split must be one of",
+        ),
+        (
+            "bits_per_block without blocks",
+            lambda b: (nag if b == "numpyro" else pag).AutoMeanKL(
+                nmlp, kl_budget_bits=10, bits_per_block=16
+            ),
+            ValueError,
+            "bits_per_block is only used with budget_split='blocks', got "
+            "bits_per_block=16 with budget_split='learned'",
+        ),
+        (
+            "block_seed without blocks",
+            lambda b: (nag if b == "numpyro" else pag).AutoMeanKL(
+                nmlp, kl_budget_bits=10, budget_split="equal", block_seed=1
+            ),
+            ValueError,
+            "block_seed is only used with budget_split='blocks'",
+        ),
+        (
+            "bits_per_block 25",
+            lambda b: (nag if b == "numpyro" else pag).AutoMeanKL(
+                nmlp, kl_budget_bits=10, budget_split="blocks", bits_per_block=25
+            ),
+            ValueError,
+            "bits_per_block must be in 1..24, got 25",
+        ),
+        (
+            "bits_per_block float",
+            lambda b: (nag if b == "numpyro" else pag).AutoMeanKL(
+                nmlp, kl_budget_bits=10, budget_split="blocks", bits_per_block=8.0
+            ),
+            TypeError,
+            "bits_per_block must be an int, got 8.0",
+        ),
+        (
+            "negative block_seed",
+            lambda b: (nag if b == "numpyro" else pag).AutoMeanKL(
+                nmlp, kl_budget_bits=10, budget_split="blocks", block_seed=-1
+            ),
+            ValueError,
+            "block_seed must be an int >= 0, got -1",
         ),
         (
             "budget too small",

@@ -59,13 +59,28 @@ def _log_ratio_jvp(primals: Any, tangents: Any) -> Any:
 
 @jax.jit
 def _meankl_sites(
-    ms: dict, phis: dict | None, priors: dict, log_c: float, shared: float
+    ms: dict,
+    phis: dict | None,
+    priors: dict,
+    log_c: float,
+    shared: float,
+    blocks: tuple | None = None,
 ) -> dict[str, tuple[Any, Any]]:
     """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites; jitted so an
     eager call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
-    dispatching every operation of the Newton solve."""
+    dispatching every operation of the Newton solve. ``blocks``: ``(index, pad,
+    block_of, log_cb)`` of a :class:`~ppl_hw._guides_common.BlockSplit`."""
     if phis is None:
         log_kappa = {k: shared for k in ms}
+    elif blocks is not None:
+        names = sorted(phis)  # the order the BlockSplit was made in
+        flat = jnp.concatenate([phis[k].reshape(-1) for k in names])
+        lk = gc.BlockSplit.log_kappa(flat, *blocks, special=_sp)
+        ends = np.cumsum([phis[k].size for k in names])[:-1]
+        log_kappa = {
+            k: part.reshape(phis[k].shape)
+            for k, part in zip(names, jnp.split(lk, ends), strict=True)
+        }
     else:
         lse = jax.nn.logsumexp(jnp.stack([jax.nn.logsumexp(v) for v in phis.values()]))
         log_kappa = {k: log_c + v - lse for k, v in phis.items()}
@@ -150,16 +165,26 @@ class AutoMeanKL(AutoNormal):
         and scale) and real support.
     :param kl_budget_bits: the total KL budget in bits (or ``kl_budget_nats``).
     :param kl_budget_nats: the total KL budget in nats.
-    :param budget_split: ``"learned"`` (a softmax over per-weight logits, trained) or
-        ``"equal"`` (:math:`C/D` each).
+    :param budget_split: ``"learned"`` (a softmax over per-weight logits, trained),
+        ``"equal"`` (:math:`C/D` each) or ``"blocks"`` (the weights are shuffled into
+        MIRACLE's coding blocks, ``ceil(C / bits_per_block)`` of them; each block gets
+        an equal share of the budget, at most ``bits_per_block`` bits, split among its
+        weights by a softmax of their logits: every block's KL is fixed by
+        construction, which is what :func:`ppl_hw.coding.encode` needs to code each
+        block with ``2**bits_per_block`` candidates).
+    :param bits_per_block: ``"blocks"`` only: bits per coding block, 1..24 (default 16).
+    :param block_seed: ``"blocks"`` only: the blocks' seed (default 0); ``encode``
+        uses it as its seed.
     :param init_scale: initial posterior standard deviation used to share the budget
-        at initialisation (``"learned"``): each weight starts with the KL of
-        :math:`\mathcal N(\mu_0, \mathrm{init\_scale}^2)`, rescaled to the budget.
+        at initialisation (``"learned"``, ``"blocks"``): each weight starts with the KL
+        of :math:`\mathcal N(\mu_0, \mathrm{init\_scale}^2)`, rescaled to the budget
+        (to its block's share).
     :param prefix: parameter-name prefix.
-    :param init_loc_fn: initial means (``init_to_uniform`` by default, as
-        ``AutoNormal``).
+    :param init_loc_fn: initial means (default ``init_to_uniform``, radius 2 as
+        ``AutoNormal``; radius 1 with ``"blocks"``, whose per-block budget cannot hold
+        means of up to ±2 in every block).
 
-    Parameters are ``"<site>_<prefix>_m"`` and, for ``"learned"``,
+    Parameters are ``"<site>_<prefix>_m"`` and, unless ``"equal"``,
     ``"<site>_<prefix>_phi"``. :meth:`kl` returns the total and per-site KL recomputed
     from :math:`(\mu, \sigma)`.
     """
@@ -171,18 +196,22 @@ class AutoMeanKL(AutoNormal):
         kl_budget_bits: float | None = None,
         kl_budget_nats: float | None = None,
         budget_split: str = "learned",
+        bits_per_block: int | None = None,
+        block_seed: int | None = None,
         init_scale: float = 0.1,
         prefix: str = "auto",
-        init_loc_fn: Any = init_to_uniform,
+        init_loc_fn: Any = None,
         create_plates: Any = None,
     ):
         self.budget = gc.budget_nats(kl_budget_bits, kl_budget_nats)
-        if budget_split not in gc.BUDGET_SPLITS:
-            raise ValueError(
-                f"budget_split must be one of {list(gc.BUDGET_SPLITS)}, "
-                f"got {budget_split!r}"
-            )
+        self.bits_per_block, self.block_seed = gc.check_meankl_split(
+            budget_split, bits_per_block, block_seed
+        )
         self.budget_split = budget_split
+        self._block_split: gc.BlockSplit | None = None
+        if init_loc_fn is None:
+            radius = 1.0 if budget_split == "blocks" else 2.0
+            init_loc_fn = init_to_uniform(radius=radius)
         init_scale = gc.check_init_scale(init_scale)
         self._priors: dict[str, tuple[Any, Any]] = {}
         super().__init__(
@@ -209,8 +238,27 @@ class AutoMeanKL(AutoNormal):
             shape = tuple(jnp.shape(self._init_locs[name]))
             self._priors[name] = _normal_prior(site, shape)
             locs[name] = np.asarray(self._init_locs[name], dtype=np.float64)
+        if self.budget_split == "blocks":
+            self._block_split = gc.BlockSplit(
+                {k: max(1, locs[k].size) for k in sorted(locs)},
+                self.budget,
+                self.bits_per_block,
+                self.block_seed,
+            )
+            bs = self._block_split
+            self._block_arrays = (
+                jnp.asarray(bs.index),
+                jnp.asarray(bs.pad, dtype=jnp.result_type(float)),
+                jnp.asarray(bs.block_of),
+                bs.log_cb,
+            )
         m0, phi0 = gc.meankl_init(
-            locs, self._priors, self.budget, self.budget_split, self._init_scale
+            locs,
+            self._priors,
+            self.budget,
+            self.budget_split,
+            self._init_scale,
+            self._block_split,
         )
         self._init_m = {k: jnp.asarray(v) for k, v in m0.items()}
         self._init_phi = {k: jnp.asarray(v) for k, v in phi0.items()}
@@ -225,8 +273,9 @@ class AutoMeanKL(AutoNormal):
 
     def _loc_scale(self, ms: dict, phis: dict | None) -> dict[str, tuple[Any, Any]]:
         shared = math.log(self.budget) - math.log(self._num_weights)
+        blocks = self._block_arrays if self._block_split is not None else None
         return _meankl_sites(
-            ms, phis, self._prior_arrays, math.log(self.budget), shared
+            ms, phis, self._prior_arrays, math.log(self.budget), shared, blocks
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -248,13 +297,11 @@ class AutoMeanKL(AutoNormal):
                 ms[name] = numpyro.param(
                     m_name, self._init_m[name], event_dim=event_dim
                 )
-                if self.budget_split == "learned":
+                if self.budget_split != "equal":
                     phis[name] = numpyro.param(
                         phi_name, self._init_phi[name], event_dim=event_dim
                     )
-        loc_scale = self._loc_scale(
-            ms, phis if self.budget_split == "learned" else None
-        )
+        loc_scale = self._loc_scale(ms, phis if self.budget_split != "equal" else None)
         result = {}
         for name, site in sites:
             loc, scale = loc_scale[name]
@@ -269,7 +316,7 @@ class AutoMeanKL(AutoNormal):
     def _params_loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
         ms = {k: params[self._param_names(k)[0]] for k in self._priors}
         phis = None
-        if self.budget_split == "learned":
+        if self.budget_split != "equal":
             phis = {k: params[self._param_names(k)[1]] for k in self._priors}
         return self._loc_scale(ms, phis)
 
@@ -281,6 +328,12 @@ class AutoMeanKL(AutoNormal):
     def priors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{site: (nu, rho)}``: the coding distribution (the model's prior)."""
         return dict(self._priors)
+
+    @property
+    def blocks(self) -> Any:
+        """The coding blocks (:class:`ppl_hw.core.coding.Blocks`) of
+        ``budget_split="blocks"`` (``None`` otherwise or before the first call)."""
+        return None if self._block_split is None else self._block_split.blocks
 
     def kl(self, params: dict) -> tuple[Any, dict[str, Any]]:
         """``(total, {site: KL})`` in nats, recomputed from :math:`(\\mu, \\sigma)` and

@@ -20,6 +20,7 @@ Parameters live in Pyro's param store, under the guide's module names (e.g.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import operator
 from contextlib import ExitStack
@@ -142,10 +143,13 @@ class AutoMeanKL(_Base):
     :param model: the model (``Normal`` priors with fixed loc and scale, real sites).
     :param kl_budget_bits: the total KL budget in bits (or ``kl_budget_nats``).
     :param kl_budget_nats: the total KL budget in nats.
-    :param budget_split: ``"learned"`` or ``"equal"``.
+    :param budget_split: ``"learned"``, ``"equal"`` or ``"blocks"`` (every coding
+        block's KL fixed by construction).
+    :param bits_per_block: ``"blocks"`` only: bits per coding block (default 16).
+    :param block_seed: ``"blocks"`` only: the blocks' seed (default 0).
     :param init_scale: initial standard deviation used to share the budget.
-    :param init_loc_fn: initial means (``init_to_uniform``, as NumPyro's
-        ``AutoNormal``).
+    :param init_loc_fn: initial means (default ``init_to_uniform``, radius 2 as
+        NumPyro's ``AutoNormal``; radius 1 with ``"blocks"``).
     """
 
     def __init__(
@@ -155,17 +159,21 @@ class AutoMeanKL(_Base):
         kl_budget_bits: float | None = None,
         kl_budget_nats: float | None = None,
         budget_split: str = "learned",
+        bits_per_block: int | None = None,
+        block_seed: int | None = None,
         init_scale: float = 0.1,
-        init_loc_fn: Any = init_to_uniform,
+        init_loc_fn: Any = None,
         create_plates: Any = None,
     ):
         self.budget = gc.budget_nats(kl_budget_bits, kl_budget_nats)
-        if budget_split not in gc.BUDGET_SPLITS:
-            raise ValueError(
-                f"budget_split must be one of {list(gc.BUDGET_SPLITS)}, "
-                f"got {budget_split!r}"
-            )
+        self.bits_per_block, self.block_seed = gc.check_meankl_split(
+            budget_split, bits_per_block, block_seed
+        )
         self.budget_split = budget_split
+        self._block_split: gc.BlockSplit | None = None
+        if init_loc_fn is None:
+            radius = 1.0 if budget_split == "blocks" else 2.0
+            init_loc_fn = functools.partial(init_to_uniform, radius=radius)
         self._init_scale = gc.check_init_scale(init_scale)
         super().__init__(model, init_loc_fn=init_loc_fn, create_plates=create_plates)
 
@@ -187,17 +195,34 @@ class AutoMeanKL(_Base):
                 self.prototype_trace.nodes[name], init.shape
             )
             locs[name] = init.double().numpy()
-        m0, phi0 = gc.meankl_init(
-            locs, self._priors, self.budget, self.budget_split, self._init_scale
-        )
         dtype = torch.get_default_dtype()
+        if self.budget_split == "blocks":
+            self._block_split = bs = gc.BlockSplit(
+                {k: max(1, v.size) for k, v in locs.items()},
+                self.budget,
+                self.bits_per_block,
+                self.block_seed,
+            )
+            self._block_tensors = (
+                torch.as_tensor(bs.index),
+                torch.as_tensor(bs.pad, dtype=dtype),
+                torch.as_tensor(bs.block_of),
+            )
+        m0, phi0 = gc.meankl_init(
+            locs,
+            self._priors,
+            self.budget,
+            self.budget_split,
+            self._init_scale,
+            self._block_split,
+        )
         self.ms = PyroModule()
         self.phis = PyroModule()
         for name in locs:
             ev = self._event_dims[name]
             m = torch.as_tensor(m0[name], dtype=dtype)
             deep_setattr(self.ms, name, PyroParam(m, constraints.real, ev))
-            if self.budget_split == "learned":
+            if self.budget_split != "equal":
                 phi = torch.as_tensor(phi0[name], dtype=dtype)
                 deep_setattr(self.phis, name, PyroParam(phi, constraints.real, ev))
         self._num_weights = sum(int(np.size(v)) for v in locs.values())
@@ -216,11 +241,17 @@ class AutoMeanKL(_Base):
         ms = [operator.attrgetter(k)(self.ms) for k in names]
         m = torch.cat([v.reshape(-1) for v in ms])
         log_c = math.log(self.budget)
-        if self.budget_split == "learned":
+        if self.budget_split != "equal":
             phi = torch.cat(
                 [operator.attrgetter(k)(self.phis).reshape(-1) for k in names]
             )
-            log_kappa = log_c + phi - phi.logsumexp(0)
+            if self._block_split is not None:
+                index, pad, block_of = self._block_tensors
+                log_kappa = gc.BlockSplit.log_kappa(
+                    phi, index, pad.to(phi), block_of, self._block_split.log_cb, _sp
+                )
+            else:
+                log_kappa = log_c + phi - phi.logsumexp(0)
         else:
             log_kappa = torch.full_like(m, log_c - math.log(self._num_weights))
         nu, rho = (a.to(m) for a in self._prior_flat)
@@ -259,6 +290,12 @@ class AutoMeanKL(_Base):
     def priors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{site: (nu, rho)}``: the coding distribution (the model's prior)."""
         return dict(self._priors)
+
+    @property
+    def blocks(self) -> Any:
+        """The coding blocks (:class:`ppl_hw.core.coding.Blocks`) of
+        ``budget_split="blocks"`` (``None`` otherwise or before the first call)."""
+        return None if self._block_split is None else self._block_split.blocks
 
     @torch.no_grad()
     def kl(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
