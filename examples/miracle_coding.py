@@ -30,7 +30,7 @@ the **weight matrices** ``w0``, ``w1``, ``w2`` (one global threshold over all th
 the biases are left alone) is set to zero, in the decoded network and, for a less noisy
 comparison, in each of the posterior samples (mean and 5-95 % range).
 
-    python examples/miracle_coding.py          # full size (~7 min on 2 cores)
+    python examples/miracle_coding.py          # full size (~12 min on 2 cores)
     python examples/miracle_coding.py --smoke  # what the tests run
 """
 
