@@ -83,6 +83,8 @@ def _numpyro_groups(model, guide, params, args, kwargs, num_samples, rng_key) ->
 
     key = jax.random.PRNGKey(0) if rng_key is None else rng_key
     k_post, k_pred = jax.random.split(key)
+    # the model's own numpyro.param sites take their trained values, as the guide's
+    model = handlers.substitute(model, data=params)
     trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
     latent = [
         n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
