@@ -372,7 +372,11 @@ def encode(
         blocks = guide_blocks
     else:
         kl_bits = max(kl_nats / math.log(2.0), float(kl_bits_per_block))
-        num_blocks = min(math.ceil(kl_bits / kl_bits_per_block), sum(sizes))
+        # a KL a float32 rounding above a whole number of blocks (an AutoMeanKL
+        # budget of 20 000 bits recomputes to 20 000.006) does not add a block
+        num_blocks = min(
+            math.ceil(kl_bits * (1.0 - 1e-6) / kl_bits_per_block), sum(sizes)
+        )
         blocks = _cc.make_blocks(sizes, bits, int(seed), num_blocks=num_blocks)
     offsets = np.cumsum([0, *sizes])
 
