@@ -81,4 +81,26 @@ def _noise_shapes_figure(path):
     plt.close(fig)
 
 
+def _notebooks(src, dst):
+    """The tutorials: the copies of ``examples/notebooks`` the test suite executed
+    (``tests/test_notebooks.py`` writes them to ``_generated/notebooks``); a notebook
+    the tests have not run since it last changed is copied as committed (no
+    outputs), so ``make docs`` also builds on its own and never shows a stale run."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in src.glob("*.ipynb")}
+    for p in src.glob("*.ipynb"):
+        out = dst / p.name
+        if not out.exists() or out.stat().st_mtime < p.stat().st_mtime:
+            shutil.copyfile(p, out)
+    for p in dst.glob("*.ipynb"):
+        if p.name not in names:  # a notebook removed from examples/
+            p.unlink()
+
+
 _noise_shapes_figure(Path(__file__).parent / "_generated" / "noise_shapes.png")
+_notebooks(
+    Path(__file__).parents[1] / "examples" / "notebooks",
+    Path(__file__).parent / "_generated" / "notebooks",
+)
