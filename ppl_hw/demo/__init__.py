@@ -1,51 +1,75 @@
 """The main job: what ppl_hw does, on the digits data, on both backends.
 
 Run it with ``make demo`` or ``python -m ppl_hw.demo`` (``--help`` lists the
-options). It
+options: ``--backend numpyro|pyro|both``, ``--size smoke|default``, ``--device
+PCM|RRAM|MTJ|Ideal``, ``--output FOLDER``, ``--no-progress``; the default size takes
+about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
 
 * fits each device-noise generator of :mod:`ppl_hw.devices` with ``EmpiricalNoise``
   and prints the fitted shape's standardised moments and entropy;
-* trains the Bayesian MLP 64-64-10 on the digits with ``TraceMeanField_ELBO`` on
-  NumPyro and on Pyro: ``AutoNormal`` with Normal(0, 1) priors and with
-  ``SpikeAndSlab(0.5, 0.05, 1.0)`` weight priors, ``AutoMeanKL`` (a 20 000-bit KL
-  budget) and ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with
-  ``SGHMC`` + ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128);
-* codes the trained ``AutoMeanKL`` network with MIRACLE (``ppl_hw.coding.encode``:
-  one posterior sample in about its KL in bits, 16-bit blocks; 8 at the smoke size),
-  decodes it and evaluates the decoded network;
+* trains the Bayesian MLP 64-64-10 on the digits (1 000 full-batch Adam steps at the
+  default size) with ``TraceMeanField_ELBO`` on NumPyro and on Pyro: ``AutoNormal``
+  with Normal(0, 1) priors and with ``SpikeAndSlab(0.5, 0.05, 1.0)`` weight priors,
+  ``AutoMeanKL`` (a 20 000-bit KL budget split over MIRACLE's coding blocks,
+  ``budget_split="blocks"``: every block's KL fixed by construction) and
+  ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with ``SGHMC`` +
+  ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128), with progress bars;
+* codes the trained ``AutoMeanKL`` network with MIRACLE (``ppl_hw.coding.encode``,
+  with the guide's own blocks: 12-bit blocks, 8 at the smoke size; one posterior
+  sample in its KL in bits), decodes it and evaluates the decoded network;
 * trains the ternary network 64-256-256-10 (``ternary_mlp_classifier``:
   ``DiscreteWeight`` priors with p0 = 0.5, sign activations, batch norm) with
   ``AutoDiscreteWeight`` and ``PFP_ELBO(kl_weight=0.1)`` on both backends and
   evaluates its most probable network;
+* deploys the real-valued posteriors (``AutoNormal``, ``AutoMeanKL``,
+  ``AutoDeviceNoise``) on one simulated crossbar chip of ``--device`` (default
+  ``PCM``; ``crossbar(..., device=...)``) read 1 s, 1 day and 1 year after
+  programming, with the same posterior samples as off-chip (on ``Ideal`` the
+  deployed rows equal the off-chip ones);
 * prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
   prior in bits, bits per weight, size in bytes, time), where sparsity is the share
-  of weights whose
-  posterior slab probability (at the posterior median) is below 0.5 for the
-  ``AutoNormal`` row, the share of weights pruned for the SGHMC row and the share of
-  zero weights of the most probable ternary network, bits per weight is the
+  of weights whose posterior slab probability (at the posterior median) is below 0.5
+  for the spike-and-slab row, the share of weights pruned for the SGHMC row and the
+  share of zero weights of the most probable ternary network, bits per weight is the
   storage of one weight of the exported ternary network (log2 3 = 1.58) and of the
   MIRACLE-coded network (its index bits over the number of weights; blank for the
   real-valued posteriors), and size is the coded network's file in bytes;
-* deploys the ``AutoNormal`` posterior on a simulated PCM crossbar
-  (``crossbar(..., device=PCM())``) read 1 s, 1 day and 1 year after programming;
 
-and writes the tables, as Markdown and JSON, to an output folder whose path it prints.
+and writes the table (``results.md``, ``results.json``) and two figures drawn from
+the rows' test-set predictive probabilities (``accuracy_vs_time.png``: accuracy of
+each deployed posterior against the read time, off-chip accuracy as reference;
+``reliability.png``: reliability diagrams in the ECE's 15 confidence bins) to an
+output folder (``demo_output`` by default) whose path it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
 from ..datasets import load_digits
-from ._common import BACKENDS, SIZES, DemoConfig, NoiseRow, Row
+from ._common import (
+    BACKENDS,
+    CODING_BITS_PER_BLOCK,
+    DEPLOY_TIMES,
+    DEVICES,
+    SIZES,
+    DemoConfig,
+    NoiseRow,
+    Row,
+    row_dict,
+    ternary_steps,
+)
+from ._figures import ACCURACY_VS_TIME, RELIABILITY, accuracy_vs_time, reliability
 from ._noise import noise_rows
 
 __all__ = [
+    "DEVICES",
     "SIZES",
     "DemoConfig",
     "NoiseRow",
@@ -54,6 +78,7 @@ __all__ = [
     "format_table",
     "main",
     "run",
+    "write_outputs",
 ]
 
 
@@ -65,16 +90,28 @@ def _jobs(backend: str):
     return JOBS
 
 
+_TITLES = {
+    "autonormal": "AutoNormal, then deployed on the crossbar",
+    "spike_and_slab": "AutoNormal with spike-and-slab priors",
+    "meankl": "AutoMeanKL, MIRACLE-coded, then deployed on the crossbar",
+    "device_noise": "AutoDeviceNoise, then deployed on the crossbar",
+    "sghmc": "SGHMC + SpikeSlabEM: warm-up, then sampling",
+    "ternary": "ternary network, PFP",
+}
+
+
 def run(cfg: DemoConfig) -> tuple[list[NoiseRow], list[Row]]:
-    """Run the demo for ``cfg``: the noise-shape rows and the main table's rows."""
+    """Run the demo for ``cfg``: the noise-shape rows and the main table's rows.
+    With ``cfg.progress``, each job's title goes to stderr above its progress bars."""
     noise = noise_rows(cfg)
     data = load_digits()
-    rows = [
-        row
-        for backend in cfg.backends
-        for job in _jobs(backend)
-        for row in job(data, cfg)
-    ]
+    rows = []
+    for backend in cfg.backends:
+        for job in _jobs(backend):
+            if cfg.progress:
+                title = _TITLES.get(job.__name__, job.__name__)
+                print(f"[{backend}] {title}", file=sys.stderr, flush=True)
+            rows.extend(job(data, cfg))
     return noise, rows
 
 
@@ -118,45 +155,117 @@ def format_noise_table(rows: Sequence[NoiseRow]) -> str:
     return "\n".join(lines)
 
 
+def _size_help() -> str:
+    parts = []
+    for name, (steps, _, samples, _) in SIZES.items():
+        parts.append(
+            f"'{name}': {steps} SVI and SGHMC steps, {ternary_steps(steps)} ternary "
+            f"steps, {samples} predictive samples, {CODING_BITS_PER_BLOCK[name]}-bit "
+            "MIRACLE blocks"
+        )
+    return (
+        "run size (default: default). "
+        + "; ".join(parts)
+        + ". 'smoke' is a check (about 1.5 minutes for both backends), 'default' the "
+        "real run (about 2.5 minutes for both backends on 2 CPU cores, after "
+        "set-up)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
+    times = ", ".join(DEPLOY_TIMES)
     p = argparse.ArgumentParser(
         prog="python -m ppl_hw.demo",
         description=(
-            "ppl_hw's main job: device-noise shapes fitted by EmpiricalNoise, and a "
-            "Bayesian MLP (64-64-10) on the digits data trained on NumPyro and Pyro "
-            "with Normal and spike-and-slab priors and with the Mean-KL and "
-            "device-noise guides, and a ternary network (64-256-256-10, PFP), and "
-            "MIRACLE-codes the Mean-KL network; prints accuracy, NLL, ECE, "
-            "sparsity, KL, bits per weight and the coded size."
+            "ppl_hw's main job, on the digits data: device-noise shapes fitted by "
+            "EmpiricalNoise; the Bayesian MLP 64-64-10 with AutoNormal (Normal and "
+            "spike-and-slab priors), AutoMeanKL (MIRACLE-coded too), AutoDeviceNoise "
+            "and SGHMC + spike-and-slab EM, and the ternary PFP network "
+            "64-256-256-10; the real-valued posteriors deployed on a simulated "
+            f"crossbar read at t = {times}. Prints one table (accuracy, NLL, ECE, "
+            "sparsity, KL, bits per weight, compressed size) and writes it with "
+            "the figures to an output folder whose path it prints."
+        ),
+        epilog=(
+            "examples: python -m ppl_hw.demo --size smoke --backend numpyro; "
+            "python -m ppl_hw.demo --device RRAM --output /tmp/demo"
         ),
     )
     p.add_argument(
         "--backend",
         choices=(*BACKENDS, "both"),
         default="both",
-        help="which backend(s) to run (default: both)",
+        help=(
+            "which backend(s) to run: 'numpyro' (JAX), 'pyro' (PyTorch) or 'both', "
+            "one after the other (default: both)"
+        ),
     )
+    p.add_argument("--size", choices=tuple(SIZES), default="default", help=_size_help())
     p.add_argument(
-        "--size",
-        choices=tuple(SIZES),
-        default="default",
-        help="run size: 'smoke' is a seconds-long check, 'default' the real run",
+        "--device",
+        choices=tuple(DEVICES),
+        default="PCM",
+        help=(
+            "simulated crossbar device (a preset of ppl_hw.devices) on which the "
+            "AutoNormal, AutoMeanKL and AutoDeviceNoise posteriors are deployed, "
+            f"read at t = {times} after programming: 'PCM' (aihwkit's "
+            "phase-change memory: programming noise, drift, read noise), 'RRAM', "
+            "'MTJ' (binary cells: the real-valued weights are binarised first, "
+            "sign(w) mean|w| per layer, which costs much of the accuracy) or 'Ideal' "
+            "(no effect: the deployed rows equal the off-chip ones) (default: PCM)"
+        ),
     )
-    p.add_argument("--steps", type=int, help="SVI steps (overrides --size)")
+    p.add_argument("--steps", type=int, help="SVI and SGHMC steps (overrides --size's)")
     p.add_argument(
         "--num-samples",
         type=int,
-        help="posterior predictive samples (overrides --size)",
+        help="posterior predictive samples (overrides --size's)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--output",
         type=Path,
         default=Path("demo_output"),
-        help="folder for the tables (results.md, results.json); default ./demo_output",
+        help=(
+            "output folder, created if needed, for the table (results.md, "
+            f"results.json) and the figures ({ACCURACY_VS_TIME}, {RELIABILITY}); "
+            "its path is printed at the end (default: ./demo_output)"
+        ),
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bars of the SVI, SGHMC and ternary training",
+    )
     return p
+
+
+def write_outputs(
+    out: Path,
+    cfg: DemoConfig,
+    noise: Sequence[NoiseRow],
+    rows: Sequence[Row],
+    labels,
+) -> dict[str, Path]:
+    """Write ``results.md``, ``results.json`` and the figures into ``out`` (created if
+    needed); ``labels`` are the test labels the rows' probabilities are scored on.
+    Returns the written files by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    noise_md, table_md = format_noise_table(noise), format_table(rows)
+    files = {name: out / name for name in ("results.md", "results.json")}
+    files["results.md"].write_text(
+        f"## Device-noise shapes\n\n{noise_md}\n\n## Digits BNN\n\n{table_md}\n"
+    )
+    payload = {
+        "ppl_hw": __version__,
+        "config": asdict(cfg),
+        "noise": [asdict(r) for r in noise],
+        "rows": [row_dict(r) for r in rows],
+    }
+    files["results.json"].write_text(json.dumps(payload, indent=2) + "\n")
+    files[ACCURACY_VS_TIME] = accuracy_vs_time(rows, out / ACCURACY_VS_TIME)
+    files[RELIABILITY] = reliability(rows, labels, out / RELIABILITY)
+    return files
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
@@ -180,26 +289,16 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         noise_samples=noise_samples,
         seed=args.seed,
         progress=not args.no_progress,
+        device=args.device,
     )
     noise, rows = run(cfg)
-    noise_md, table_md = format_noise_table(noise), format_table(rows)
     out = args.output
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(
-        f"## Device-noise shapes\n\n{noise_md}\n\n## Digits BNN\n\n{table_md}\n"
-    )
-    payload = {
-        "ppl_hw": __version__,
-        "config": asdict(cfg),
-        "noise": [asdict(r) for r in noise],
-        "rows": [asdict(r) for r in rows],
-    }
-    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    write_outputs(out, cfg, noise, rows, load_digits().y_test)
     print()
-    print(f"ppl_hw {__version__} demo, size={cfg.size}")
+    print(f"ppl_hw {__version__} demo, size={cfg.size}, device={cfg.device}")
     print("\nDevice-noise shapes fitted by EmpiricalNoise (standardised):")
-    print(noise_md)
+    print(format_noise_table(noise))
     print("\nDigits, Bayesian MLP 64-64-10 (ternary row: 64-256-256-10):")
-    print(table_md)
-    print(f"\nwritten to {out.resolve()}")
+    print(format_table(rows))
+    print(f"\ntables and figures written to {out.resolve()}")
     return rows

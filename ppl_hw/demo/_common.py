@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .. import metrics
+from .. import devices, metrics
+from ..config import Device
 from ..core.gaussian import kl_location_scale_normal
 from ..datasets import Split
 
@@ -17,6 +18,7 @@ __all__ = [
     "CODING_BITS_PER_BLOCK",
     "DEMO_KL_BUDGET_BITS",
     "DEPLOY_TIMES",
+    "DEVICES",
     "GAUSSIAN_ENTROPY",
     "SGHMC_BATCH",
     "SGHMC_HARD_THRESHOLD",
@@ -30,8 +32,11 @@ __all__ = [
     "Row",
     "coded_method",
     "coded_row",
+    "deploy_method",
     "evaluate",
     "kl_bits",
+    "meankl_method",
+    "row_dict",
     "sghmc_em_settings",
     "ternary_steps",
     "zero_share",
@@ -40,16 +45,47 @@ __all__ = [
 SIZES = {
     # name: (SVI steps, learning rate, posterior predictive samples, noise samples)
     "smoke": (300, 1e-2, 20, 2_000),
-    "default": (2000, 1e-2, 100, 20_000),
+    "default": (1000, 1e-2, 100, 20_000),
 }
-"""Run sizes of the demo: ``(svi_steps, learning_rate, num_samples, noise_samples)``."""
+"""Run sizes of the demo: ``(svi_steps, learning_rate, num_samples, noise_samples)``.
+The SGHMC row takes ``svi_steps`` warm-up and ``svi_steps`` sampling steps, the
+ternary row :func:`ternary_steps`. ``"default"`` takes about 2.5 minutes for both
+backends on 2 CPU cores after set-up (measured: 156 s, load average ~1.3): 1 000
+steps reach the accuracies of 2 000 (within ±1 point, the backends' spread) at about
+half the time; ``"smoke"`` takes about 1.5 minutes."""
 
 BACKENDS = ("numpyro", "pyro")
 
 DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
-"""Times since programming at which the demo reads the PCM crossbar."""
+"""Times since programming (seconds) at which the demo reads the crossbar."""
+
+DEVICES: dict[str, Callable[[], Device]] = {
+    "PCM": devices.PCM,
+    "RRAM": devices.RRAM,
+    # binary cells: the real-valued weights are binarised, sign(w) * mean|w| per site
+    "MTJ": lambda: devices.MTJ(binarize=True),
+    "Ideal": devices.Ideal,
+}
+"""The crossbar devices of ``--device`` (the presets of :mod:`ppl_hw.devices`)."""
+
+
+def deploy_method(method: str, device: str, label: str) -> str:
+    """The method name of a deployed row: the off-chip method's name up to its first
+    comma, the device and the read time, e.g. ``"AutoNormal on PCM, t = 1 day"``."""
+    return f"{method.split(',')[0]} on {device}, t = {label}"
+
+
+def meankl_method(bits_per_block: int) -> str:
+    """The method name of the demo's ``AutoMeanKL`` row."""
+    return (
+        f"AutoMeanKL, {DEMO_KL_BUDGET_BITS:,.0f}-bit budget "
+        f"in {bits_per_block}-bit blocks"
+    )
+
 
 SPIKE_AND_SLAB = (0.5, 0.05, 1.0)
+"""The demo's spike-and-slab weight prior: slab weight, spike scale, slab scale."""
+
 # SGHMC + SpikeSlabEM: step size on the potential, minibatch, EM/pruning settings;
 # cfg.steps warm-up steps then cfg.steps sampling steps, thinned to 100 draws
 SGHMC_STEP_SIZE = 1e-4
@@ -67,15 +103,16 @@ def sghmc_em_settings(num_train: int, steps: int) -> dict:
     )
 
 
-"""The demo's spike-and-slab weight prior: slab weight, spike scale, slab scale."""
-
 DEMO_KL_BUDGET_BITS = 20_000.0
 """``AutoMeanKL``'s KL budget in the demo (bits; ~2.3 bits per weight of 64-64-10)."""
 
-CODING_BITS_PER_BLOCK = {"smoke": 8, "default": 16}
-"""Bits per block with which the demo MIRACLE-codes its ``AutoMeanKL`` network
-(:func:`ppl_hw.coding.encode`), per run size: ``2**16`` candidates per block take
-~30 s for the 64-64-10 net's 1 250 blocks (NumPy), ``2**8`` a fraction of a second."""
+CODING_BITS_PER_BLOCK = {"smoke": 8, "default": 12}
+"""Bits per MIRACLE coding block of the demo's ``AutoMeanKL`` network, per run size:
+the guide splits its budget over ``ceil(budget / bits)`` blocks
+(``budget_split="blocks"``) and :func:`ppl_hw.coding.encode` codes each with
+``2**bits`` candidates. ``2**12`` candidates per block take ~2 s for the 64-64-10
+net's 1 667 blocks (NumPy; ``2**16`` took ~25 s for its 1 250 blocks, for a decoded
+network no more accurate), ``2**8`` a fraction of a second."""
 
 
 def coded_row(backend: str, compressed, probs, data, seconds: float) -> Row:
@@ -104,10 +141,10 @@ small one)."""
 
 
 def ternary_steps(steps: int) -> int:
-    """SVI steps of the ternary network: a quarter of the other rows' (500 at the
-    default size). Its PFP step costs several AutoNormal steps of the 64-64-10 net, and
-    the most probable network is at 95-96 % after 75-500 steps (longer training only
-    sharpens the distribution and raises the NLL)."""
+    """SVI steps of the ternary network: a quarter of the other rows' (250 at the
+    default size, 75 at the smoke size). Its PFP step costs several AutoNormal steps of
+    the 64-64-10 net, and the most probable network is at 95-96 % after 75-500 steps
+    (longer training only sharpens the distribution and raises the NLL)."""
     return max(steps // 4, 1)
 
 
@@ -132,6 +169,7 @@ class DemoConfig:
     noise_samples: int = SIZES["default"][3]
     seed: int = 0
     progress: bool = True
+    device: str = "PCM"
 
 
 @dataclass(frozen=True)
@@ -148,7 +186,11 @@ class Row:
     index bits over the number of weights), ``None`` for the real-valued posteriors;
     ``size_bytes`` is the size of the coded network's file
     (:meth:`ppl_hw.coding.CompressedModel.save`: header, coding distribution, indices,
-    checksum), ``None`` for the other rows.
+    checksum), ``None`` for the other rows. A deployed row (the posterior of the
+    off-chip row ``deployed`` run on a simulated crossbar of ``device``, read
+    ``read_time`` seconds after programming) has these three set, the others ``None``.
+    ``probs`` holds the test set's predictive class probabilities (for the figures;
+    not written to JSON, see :func:`row_dict`).
     """
 
     backend: str
@@ -161,6 +203,15 @@ class Row:
     kl_bits: float | None = None
     bits_per_weight: float | None = None
     size_bytes: int | None = None
+    deployed: str | None = None
+    device: str | None = None
+    read_time: float | None = None
+    probs: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+def row_dict(row: Row) -> dict:
+    """The row as a JSON-ready dict, without its predictive probabilities."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if f.name != "probs"}
 
 
 @dataclass(frozen=True)
@@ -210,8 +261,12 @@ def evaluate(
     kl_bits: float | None = None,
     bits_per_weight: float | None = None,
     size_bytes: int | None = None,
+    deployed: str | None = None,
+    device: str | None = None,
+    read_time: float | None = None,
 ) -> Row:
-    """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`."""
+    """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`
+    (which keeps the probabilities)."""
     probs = np.asarray(probs, dtype=np.float64)
     return Row(
         backend=backend,
@@ -224,4 +279,8 @@ def evaluate(
         kl_bits=kl_bits,
         bits_per_weight=bits_per_weight,
         size_bytes=size_bytes,
+        deployed=deployed,
+        device=device,
+        read_time=read_time,
+        probs=probs,
     )

@@ -7,14 +7,15 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 from numpyro import handlers
-from numpyro.infer import SVI, Predictive, TraceMeanField_ELBO
+from numpyro.infer import SVI, TraceMeanField_ELBO
 from numpyro.infer.autoguide import AutoNormal
 
 from .. import coding
 from ..datasets import Split
-from ..devices import PCM, mtj_noise
+from ..devices import mtj_noise
 from ..numpyro.autoguide import AutoDeviceNoise, AutoDiscreteWeight, AutoMeanKL
 from ..numpyro.distributions import EmpiricalNoise, SpikeAndSlab
 from ..numpyro.handlers import crossbar
@@ -24,6 +25,7 @@ from ._common import (
     CODING_BITS_PER_BLOCK,
     DEMO_KL_BUDGET_BITS,
     DEPLOY_TIMES,
+    DEVICES,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
@@ -32,8 +34,10 @@ from ._common import (
     DemoConfig,
     Row,
     coded_row,
+    deploy_method,
     evaluate,
     kl_bits,
+    meankl_method,
     sghmc_em_settings,
     ternary_steps,
     zero_share,
@@ -42,16 +46,68 @@ from ._common import (
 __all__ = ["JOBS"]
 
 
-def _predict(model, guide, params, data: Split, cfg: DemoConfig, key):
-    predictive = Predictive(
-        model,
-        guide=guide,
-        params=params,
-        num_samples=cfg.num_samples,
-        return_sites=["logits"],
-    )
-    logits = predictive(key, jnp.asarray(data.x_test))["logits"]
-    return jax.block_until_ready(jax.nn.softmax(logits, axis=-1).mean(axis=0))
+def _posterior(guide, params, data: Split, cfg: DemoConfig) -> dict:
+    """``cfg.num_samples`` draws of the guide's sites, ``vmap``-ed eagerly
+    (``Predictive`` would compile the guide at every call)."""
+    keys = jax.random.split(_keys(cfg)[0], cfg.num_samples)
+    x = jnp.asarray(data.x_test)
+
+    def one(key):
+        seeded = handlers.seed(handlers.substitute(guide, data=params), key)
+        tr = handlers.trace(seeded).get_trace(x)
+        return {
+            k: s["value"]
+            for k, s in tr.items()
+            if s["type"] in ("sample", "deterministic")
+        }
+
+    return jax.vmap(one)(keys)
+
+
+def _latent(model, samples: dict, data: Split) -> dict:
+    """The ``samples`` of the model's latent sites (MCMC also returns deterministic
+    and observed-site values, which must not be substituted)."""
+    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    tr = handlers.trace(handlers.seed(model, 0)).get_trace(x, y)
+    names = {k for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    return {k: v for k, v in samples.items() if k in names}
+
+
+def _mean_softmax(model, keys, samples: dict, x, y):
+    """The model's class probabilities averaged over the posterior ``samples``, one
+    key each (the labels observed: the model computes its logits without sampling
+    them)."""
+
+    def one(key, sample):
+        seeded = handlers.seed(handlers.substitute(model, data=sample), key)
+        tr = handlers.trace(seeded).get_trace(x, y)
+        return jax.nn.softmax(tr["logits"]["value"], axis=-1)
+
+    return jax.vmap(one)(keys, samples).mean(axis=0)
+
+
+def _probs(model, samples: dict, data: Split, cfg: DemoConfig, fn=None) -> np.ndarray:
+    """Posterior predictive class probabilities of ``model`` over the posterior
+    ``samples`` (by ``fn``, a compiled :func:`_mean_softmax` of the model, if given;
+    else eagerly: ``Predictive`` would compile the model at every call). The model's
+    keys are the same at every call: on ``Ideal`` the deployed rows equal the
+    off-chip ones exactly."""
+    num = jax.tree_util.tree_leaves(samples)[0].shape[0]
+    keys = jax.random.split(_keys(cfg)[1], num)
+    x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    if fn is None:
+        fn = functools.partial(_mean_softmax, model)
+    return np.asarray(fn(keys, samples, x, y))
+
+
+@functools.cache
+def _chip(device: str, t: float, seed: int):
+    """The MLP on one simulated chip of ``device`` read ``t`` s after programming, and
+    its compiled :func:`_mean_softmax`: compiled once per read time and shared by the
+    posteriors deployed (each compilation of a crossbar model takes seconds; run
+    eagerly, its first run compiles each of its many operations instead)."""
+    chip = crossbar(mlp_classifier, device=DEVICES[device](), t_inference=t, seed=seed)
+    return chip, jax.jit(functools.partial(_mean_softmax, chip))
 
 
 def _predict_fixed(model, weights, data: Split, key):
@@ -61,36 +117,60 @@ def _predict_fixed(model, weights, data: Split, key):
     return jax.block_until_ready(jax.nn.softmax(tr["logits"]["value"], axis=-1))
 
 
+def _keys(cfg: DemoConfig):
+    """The keys of the posterior samples and of the model in :func:`_probs`: of the
+    ``"rbg"`` implementation, whose normal draws under ``vmap`` compile in a fraction
+    of the time of the default threefry's (about a second per shape)."""
+    return jax.random.split(jax.random.key(cfg.seed + 1, impl="rbg"))
+
+
 def _fit_predict(model, data: Split, cfg: DemoConfig, guide=None):
+    """SVI with ``TraceMeanField_ELBO``; the guide, its parameters, posterior
+    samples and the predictive probabilities."""
     guide = AutoNormal(model) if guide is None else guide
     svi = SVI(
         model, guide, numpyro.optim.Adam(cfg.learning_rate), TraceMeanField_ELBO()
     )
-    key_train, key_pred = jax.random.split(jax.random.PRNGKey(cfg.seed))
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    result = svi.run(key_train, cfg.steps, x, y, progress_bar=cfg.progress)
-    probs = _predict(model, guide, result.params, data, cfg, key_pred)
-    return guide, result.params, probs
+    key = jax.random.PRNGKey(cfg.seed)
+    params = svi.run(key, cfg.steps, x, y, progress_bar=cfg.progress).params
+    samples = _posterior(guide, params, data, cfg)
+    return guide, params, samples, _probs(model, samples, data, cfg)
+
+
+def _deploy(samples: dict, method: str, data: Split, cfg: DemoConfig) -> list[Row]:
+    """The posterior ``samples`` (of off-chip row ``method``) on one simulated chip of
+    ``cfg.device`` (seed ``cfg.seed``), read at each of ``DEPLOY_TIMES``."""
+    rows = []
+    for label, t in DEPLOY_TIMES.items():
+        start = time.perf_counter()
+        chip, fn = _chip(cfg.device, t, cfg.seed)
+        probs = _probs(chip, samples, data, cfg, fn)
+        seconds = time.perf_counter() - start
+        rows.append(
+            evaluate(
+                "numpyro",
+                deploy_method(method, cfg.device, label),
+                probs,
+                data,
+                seconds,
+                deployed=method,
+                device=cfg.device,
+                read_time=t,
+            )
+        )
+    return rows
 
 
 def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoNormal, then the same posterior deployed on a PCM crossbar."""
+    """AutoNormal, then the same posterior deployed on a crossbar."""
     start = time.perf_counter()
-    guide, params, probs = _fit_predict(mlp_classifier, data, cfg)
+    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg)
     seconds = time.perf_counter() - start
     kl = kl_bits(_loc_scale(params))
-    rows = [evaluate("numpyro", "AutoNormal", probs, data, seconds, kl_bits=kl)]
-    for label, t in DEPLOY_TIMES.items():
-        start = time.perf_counter()
-        chip = crossbar(mlp_classifier, device=PCM(), t_inference=t, seed=cfg.seed)
-        probs = _predict(
-            chip, guide, params, data, cfg, jax.random.PRNGKey(cfg.seed + 1)
-        )
-        seconds = time.perf_counter() - start
-        rows.append(
-            evaluate("numpyro", f"AutoNormal on PCM, t = {label}", probs, data, seconds)
-        )
-    return rows
+    method = "AutoNormal"
+    rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+    return rows + _deploy(samples, method, data, cfg)
 
 
 def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
@@ -99,7 +179,7 @@ def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
     start = time.perf_counter()
     prior = SpikeAndSlab(*SPIKE_AND_SLAB)
     model = functools.partial(mlp_classifier, weight_prior=prior)
-    guide, params, probs = _fit_predict(model, data, cfg)
+    guide, params, _, probs = _fit_predict(model, data, cfg)
     median = guide.median(params)
     incl = jnp.concatenate(
         [
@@ -125,37 +205,47 @@ def _loc_scale(params: dict) -> list:
 
 
 def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoMeanKL at a fixed KL budget; the KL column is recomputed from (mu, sigma).
-    Then the guide MIRACLE-coded (one posterior sample in about its KL in bits),
-    decoded and evaluated as one network."""
+    """AutoMeanKL at a fixed KL budget split over MIRACLE's coding blocks (every
+    block's KL fixed by construction); the KL column is recomputed from (mu, sigma).
+    Then the guide MIRACLE-coded with the guide's blocks (one posterior sample in
+    about its KL in bits), decoded and evaluated as one network; then the posterior
+    deployed on a crossbar."""
     start = time.perf_counter()
-    guide = AutoMeanKL(mlp_classifier, kl_budget_bits=DEMO_KL_BUDGET_BITS)
-    _, params, probs = _fit_predict(mlp_classifier, data, cfg, guide)
+    bits = CODING_BITS_PER_BLOCK[cfg.size]
+    guide = AutoMeanKL(
+        mlp_classifier,
+        kl_budget_bits=DEMO_KL_BUDGET_BITS,
+        budget_split="blocks",
+        bits_per_block=bits,
+        block_seed=cfg.seed,
+    )
+    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg, guide)
     seconds = time.perf_counter() - start
     kl = kl_bits(guide.loc_scale(params).values())
-    method = f"AutoMeanKL, {DEMO_KL_BUDGET_BITS:,.0f}-bit budget"
+    method = meankl_method(bits)
     rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
 
     start = time.perf_counter()
-    bits = CODING_BITS_PER_BLOCK[cfg.size]
-    compressed = coding.encode(guide, params, bits_per_block=bits, seed=cfg.seed)
+    # bits per block and seed come from the guide's blocks
+    compressed = coding.encode(guide, params)
     weights = coding.decode(compressed, backend="numpyro")
     probs = _predict_fixed(mlp_classifier, weights, data, jax.random.PRNGKey(cfg.seed))
     seconds = time.perf_counter() - start
     rows.append(coded_row("numpyro", compressed, probs, data, seconds))
-    return rows
+    return rows + _deploy(samples, method, data, cfg)
 
 
 def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoDeviceNoise with the MTJ noise shape."""
+    """AutoDeviceNoise with the MTJ noise shape, then deployed on a crossbar."""
     start = time.perf_counter()
     noise = EmpiricalNoise(mtj_noise(cfg.noise_samples, seed=cfg.seed))
     guide = AutoDeviceNoise(mlp_classifier, noise=noise)
-    _, params, probs = _fit_predict(mlp_classifier, data, cfg, guide)
+    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg, guide)
     seconds = time.perf_counter() - start
     kl = kl_bits(_loc_scale(params), float(noise.table.entropy))
     method = "AutoDeviceNoise, MTJ shape"
-    return [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+    rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+    return rows + _deploy(samples, method, data, cfg)
 
 
 def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
@@ -176,15 +266,11 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
         thinning=max(1, cfg.steps // 100),
         progress_bar=cfg.progress,
     )
-    key_run, key_pred = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    key_run = jax.random.PRNGKey(cfg.seed)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     mcmc.run(key_run, x, y, extra_fields=("sparsity",))
     full = functools.partial(mlp_classifier, weight_prior=prior)
-    predictive = Predictive(
-        full, posterior_samples=mcmc.get_samples(), return_sites=["logits"]
-    )
-    logits = predictive(key_pred, jnp.asarray(data.x_test))["logits"]
-    probs = jax.nn.softmax(logits, axis=-1).mean(axis=0)
+    probs = _probs(full, _latent(full, mcmc.get_samples(), data), data, cfg)
     sparsity = float(mcmc.get_extra_fields()["sparsity"][-1])
     seconds = time.perf_counter() - start
     method = "SGHMC + SpikeSlabEM"

@@ -15,7 +15,7 @@ from tqdm.auto import trange
 
 from .. import coding
 from ..datasets import Split
-from ..devices import PCM, mtj_noise
+from ..devices import mtj_noise
 from ..pyro.autoguide import AutoDeviceNoise, AutoDiscreteWeight, AutoMeanKL
 from ..pyro.distributions import EmpiricalNoise, SpikeAndSlab
 from ..pyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
@@ -25,6 +25,7 @@ from ._common import (
     CODING_BITS_PER_BLOCK,
     DEMO_KL_BUDGET_BITS,
     DEPLOY_TIMES,
+    DEVICES,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
@@ -33,8 +34,10 @@ from ._common import (
     DemoConfig,
     Row,
     coded_row,
+    deploy_method,
     evaluate,
     kl_bits,
+    meankl_method,
     sghmc_em_settings,
     ternary_steps,
     zero_share,
@@ -43,7 +46,32 @@ from ._common import (
 __all__ = ["JOBS"]
 
 
+def _one_thread(job):
+    """Run ``job`` with one PyTorch intra-op thread (restored after), as
+    ``tests/conftest.py`` under xdist and the benchmarks do. On idle cores a second
+    thread gains nothing on the 64-64-10 MLP and ~1.6x on the ternary network's
+    256-wide layers; but with any other busy process on the 2 cores, PyTorch's
+    threads spin against it and every step runs many times slower (measured: 2 000
+    ``AutoNormal`` steps took 527 s with two threads at a load average of ~8, 16 s
+    with one at ~3)."""
+
+    @functools.wraps(job)
+    def wrapper(data: Split, cfg: DemoConfig) -> list[Row]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return job(data, cfg)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
+
 def _predict(model, guide, data: Split, cfg: DemoConfig):
+    """Posterior predictive class probabilities, from a fixed seed: the off-chip and
+    the deployed rows see the same posterior samples (on ``Ideal`` they agree
+    exactly)."""
+    pyro.set_rng_seed(cfg.seed + 1)
     predictive = Predictive(
         model, guide=guide, num_samples=cfg.num_samples, return_sites=["logits"]
     )
@@ -89,23 +117,40 @@ def _fit_predict(model, data: Split, cfg: DemoConfig, desc: str, make_guide=None
     return guide, _predict(model, guide, data, cfg)
 
 
+def _deploy(guide, method: str, data: Split, cfg: DemoConfig) -> list[Row]:
+    """The posterior of ``guide`` (off-chip row ``method``) on one simulated chip of
+    ``cfg.device`` (seed ``cfg.seed``), read at each of ``DEPLOY_TIMES``."""
+    rows = []
+    for label, t in DEPLOY_TIMES.items():
+        start = time.perf_counter()
+        device = DEVICES[cfg.device]()
+        chip = crossbar(mlp_classifier, device=device, t_inference=t, seed=cfg.seed)
+        probs = _predict(chip, guide, data, cfg)
+        seconds = time.perf_counter() - start
+        rows.append(
+            evaluate(
+                "pyro",
+                deploy_method(method, cfg.device, label),
+                probs,
+                data,
+                seconds,
+                deployed=method,
+                device=cfg.device,
+                read_time=t,
+            )
+        )
+    return rows
+
+
 def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoNormal, then the same posterior deployed on a PCM crossbar."""
+    """AutoNormal, then the same posterior deployed on a crossbar."""
     start = time.perf_counter()
     guide, probs = _fit_predict(mlp_classifier, data, cfg, "AutoNormal")
     seconds = time.perf_counter() - start
     kl = kl_bits(_loc_scale(guide))
-    rows = [evaluate("pyro", "AutoNormal", probs, data, seconds, kl_bits=kl)]
-    for label, t in DEPLOY_TIMES.items():
-        start = time.perf_counter()
-        pyro.set_rng_seed(cfg.seed + 1)
-        chip = crossbar(mlp_classifier, device=PCM(), t_inference=t, seed=cfg.seed)
-        probs = _predict(chip, guide, data, cfg)
-        seconds = time.perf_counter() - start
-        rows.append(
-            evaluate("pyro", f"AutoNormal on PCM, t = {label}", probs, data, seconds)
-        )
-    return rows
+    method = "AutoNormal"
+    rows = [evaluate("pyro", method, probs, data, seconds, kl_bits=kl)]
+    return rows + _deploy(guide, method, data, cfg)
 
 
 def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
@@ -144,32 +189,41 @@ def _loc_scale(guide) -> list:
 
 
 def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoMeanKL at a fixed KL budget; the KL column is recomputed from (mu, sigma)."""
+    """AutoMeanKL at a fixed KL budget split over MIRACLE's coding blocks (every
+    block's KL fixed by construction); the KL column is recomputed from (mu, sigma).
+    Then the guide MIRACLE-coded with the guide's blocks, decoded and evaluated as one
+    network; then the posterior deployed on a crossbar."""
     start = time.perf_counter()
+    bits = CODING_BITS_PER_BLOCK[cfg.size]
 
     def make(model):
-        return AutoMeanKL(model, kl_budget_bits=DEMO_KL_BUDGET_BITS)
+        return AutoMeanKL(
+            model,
+            kl_budget_bits=DEMO_KL_BUDGET_BITS,
+            budget_split="blocks",
+            bits_per_block=bits,
+            block_seed=cfg.seed,
+        )
 
+    method = meankl_method(bits)
     guide, probs = _fit_predict(mlp_classifier, data, cfg, "AutoMeanKL", make)
     seconds = time.perf_counter() - start
     kl = kl_bits((a.numpy(), b.numpy()) for a, b in guide.loc_scale().values())
-    method = f"AutoMeanKL, {DEMO_KL_BUDGET_BITS:,.0f}-bit budget"
     rows = [evaluate("pyro", method, probs, data, seconds, kl_bits=kl)]
 
-    # MIRACLE-coded: one posterior sample in about its KL in bits, decoded and
-    # evaluated as one network
+    # MIRACLE-coded: one posterior sample in about its KL in bits (bits per block and
+    # seed from the guide's blocks), decoded and evaluated as one network
     start = time.perf_counter()
-    bits = CODING_BITS_PER_BLOCK[cfg.size]
-    compressed = coding.encode(guide, bits_per_block=bits, seed=cfg.seed)
+    compressed = coding.encode(guide)
     weights = coding.decode(compressed, backend="pyro")
     probs = _predict_fixed(mlp_classifier, weights, data)
     seconds = time.perf_counter() - start
     rows.append(coded_row("pyro", compressed, probs, data, seconds))
-    return rows
+    return rows + _deploy(guide, method, data, cfg)
 
 
 def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoDeviceNoise with the MTJ noise shape."""
+    """AutoDeviceNoise with the MTJ noise shape, then deployed on a crossbar."""
     start = time.perf_counter()
     noise = EmpiricalNoise(mtj_noise(cfg.noise_samples, seed=cfg.seed))
 
@@ -180,7 +234,8 @@ def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
     seconds = time.perf_counter() - start
     kl = kl_bits(_loc_scale(guide), float(noise.table.entropy))
     method = "AutoDeviceNoise, MTJ shape"
-    return [evaluate("pyro", method, probs, data, seconds, kl_bits=kl)]
+    rows = [evaluate("pyro", method, probs, data, seconds, kl_bits=kl)]
+    return rows + _deploy(guide, method, data, cfg)
 
 
 def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
@@ -249,4 +304,7 @@ def ternary(data: Split, cfg: DemoConfig) -> list[Row]:
     ]
 
 
-JOBS = [autonormal, spike_and_slab, meankl, device_noise, sghmc, ternary]
+JOBS = [
+    _one_thread(job)
+    for job in (autonormal, spike_and_slab, meankl, device_noise, sghmc, ternary)
+]
