@@ -64,10 +64,9 @@ def check_meankl_split(
         return None, None
     bits = 16 if bits_per_block is None else bits_per_block
     seed = 0 if block_seed is None else block_seed
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
-        raise TypeError(f"bits_per_block must be an int, got {bits!r}")
-    if not 1 <= bits <= 24:
-        raise ValueError(f"bits_per_block must be in 1..24, got {bits}")
+    from .coding import _check_bits  # the coder's own range: 1..24
+
+    bits = _check_bits(bits)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"block_seed must be an int >= 0, got {seed!r}")
     return int(bits), int(seed)
