@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .common import coding as _common
 from .core import coding as _cc
 
 __all__ = ["CompressedModel", "decode", "encode"]
@@ -208,16 +209,6 @@ class CompressedModel:
         )
 
 
-def _check_bits(bits_per_block: Any) -> int:
-    if isinstance(bits_per_block, bool) or not isinstance(
-        bits_per_block, int | np.integer
-    ):
-        raise TypeError(f"bits_per_block must be an int, got {bits_per_block!r}")
-    if not 1 <= bits_per_block <= 24:
-        raise ValueError(f"bits_per_block must be in 1..24, got {bits_per_block}")
-    return int(bits_per_block)
-
-
 def _compact(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, np.float32)
     return a.reshape(-1)[:1].reshape(()) if a.size and np.all(a == a.flat[0]) else a
@@ -232,20 +223,12 @@ def _flatten(arrays: Any, shapes: list) -> np.ndarray:
 
 
 def _gaussians(guide: Any, params: Any) -> tuple[dict, dict]:
-    """``({site: (mu, sigma)}, {site: (nu, rho)})`` as float64 NumPy arrays."""
-    mod = type(guide).__module__
-    name = type(guide).__name__
-    if mod.startswith("ppl_hw.numpyro") or mod.startswith("numpyro"):
-        from ._coding_backends import numpyro_gaussians
-
-        return numpyro_gaussians(guide, params)
-    if mod.startswith("ppl_hw.pyro") or mod.startswith("pyro"):
-        from ._coding_backends import pyro_gaussians
-
-        return pyro_gaussians(guide)
-    raise TypeError(
-        f"encode needs an AutoMeanKL or AutoNormal guide (NumPyro or Pyro), got {name}"
-    )
+    """``({site: (mu, sigma)}, {site: (nu, rho)})`` as float64 NumPy arrays, read by
+    the adapter registered for the guide's class (:mod:`ppl_hw.common.coding`)."""
+    gaussians = _common.GAUSSIANS.lookup(guide)
+    if gaussians is None:
+        raise _common.not_gaussian(guide)
+    return gaussians(guide, params)
 
 
 def _guide_blocks(guide: Any) -> _cc.Blocks | None:
@@ -303,7 +286,9 @@ def encode(
             bits_per_block = g_bits
         if seed is None:
             seed = g_seed
-    bits = _check_bits(16 if bits_per_block is None else bits_per_block)
+    bits = _common.check_bits_per_block(
+        16 if bits_per_block is None else bits_per_block
+    )
     seed = 0 if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
@@ -430,6 +415,7 @@ def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str,
         )
     if backend not in (None, "numpyro", "pyro"):
         raise ValueError(f"backend must be None, 'numpyro' or 'pyro', got {backend!r}")
+    to_array = None if backend is None else _common.ARRAYS.by_name(backend)
     shapes = [s for _, s in compressed.sites]
     sizes = [max(1, math.prod(s)) for s in shapes]
     nu = _flatten(compressed.locs, shapes)
@@ -442,13 +428,5 @@ def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str,
     for (name, shape), size in zip(compressed.sites, sizes, strict=True):
         value = flat[pos : pos + size].reshape(shape).copy()
         pos += size
-        if backend == "numpyro":
-            import jax.numpy as jnp
-
-            value = jnp.asarray(value)
-        elif backend == "pyro":
-            import torch
-
-            value = torch.from_numpy(value)
-        out[name] = value
+        out[name] = value if to_array is None else to_array(value)
     return out

@@ -16,7 +16,7 @@ from numpyro.infer import Predictive as NPredictive
 import ppl_hw.numpyro.nn as nnn
 import ppl_hw.pyro.nn as pnn
 from ppl_hw import devices
-from ppl_hw._crossbar_common import CrossbarSpec, chip_draws_numpy
+from ppl_hw.common.handlers import CrossbarSpec, chip_draws_numpy
 from ppl_hw.core import NUMPY
 from ppl_hw.core import crossbar as cx
 from ppl_hw.numpyro.distributions import DiscreteWeight as NDiscrete

@@ -570,7 +570,7 @@ def test_mean_var_without_annealing_overshoots_the_budget():
 
 
 def test_mean_var_anneal_rule():
-    from ppl_hw._meanvar_common import anneal
+    from ppl_hw.common.infer import anneal
 
     beta = np.array([1.0, 1.0, 2.0])
     out = anneal(beta, np.array([5.0, 1.0, 3.0]), 2.0, 0.5, xp=np)

@@ -8,7 +8,7 @@ ours and documented. Randomness is passed in as standard draws (see
 :func:`draw_shapes`), so the NumPyro and Pyro handlers, fed the same draws, compute
 the same values.
 
-**Weights** (a :class:`~ppl_hw.config.Device` ``d``, time ``t`` since programming):
+**Weights** (a :class:`~ppl_hw.core.device.Device` ``d``, time ``t`` since programming):
 
 1. differential pair with scale :math:`s = (g_\max - g_\min) / \max|w|` per layer or
    per column (aihwkit's ``SinglePairConductanceConverter``):
@@ -44,9 +44,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..config import Device
 from . import pcm as _pcm
 from .backend import Special
+from .device import Device
 
 __all__ = [
     "DRAW_KINDS",
@@ -198,9 +198,10 @@ def crossbar_weights(
     :param device: the device configuration.
     :param t: seconds since programming, ``>= 0``.
     :param chip: draws fixed per programmed chip, keyed as in
-        :attr:`Device.chip_draws <ppl_hw.config.Device.chip_draws>`, shapes from
+        :attr:`Device.chip_draws <ppl_hw.core.device.Device.chip_draws>`, shapes from
         :func:`draw_shapes`.
-    :param read: draws fresh at every read (:attr:`~ppl_hw.config.Device.read_draws`).
+    :param read: draws fresh at every read
+        (:attr:`~ppl_hw.core.device.Device.read_draws`).
     :param grid: the value grid of a ``DiscreteWeight`` site (sorted), or ``None``.
     """
     if device.binary:

@@ -53,21 +53,29 @@ below the hard threshold are pruned for good.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 __all__ = [
     "GROUPINGS",
     "PRECONDITIONERS",
     "SCHEDULES",
+    "SGHMCSettings",
+    "SGHMCState",
     "cyclical_step_size",
     "e_step",
+    "em_update",
     "feistel_encrypt",
     "feistel_half_bits",
     "group_mean_square",
     "group_size",
+    "init_state",
     "ke_fan_precondition",
     "rmsprop_precondition",
     "sghmc_step",
+    "step",
+    "step_size_at",
+    "surrogate_energy",
     "surrogate_precision",
 ]
 
@@ -244,3 +252,272 @@ def feistel_encrypt(v: Any, key_words: Any, half_bits: int, *, xp: Any) -> Any:
         f = (f ^ (f >> 12)) & mask
         left, right = right, left ^ f
     return (left << half_bits) | right
+
+
+# -- the step over all sites ---------------------------------------------------------
+
+
+class SGHMCState(NamedTuple):
+    """The state of both ``SGHMC`` kernels; ``z`` holds the unconstrained sample.
+
+    The maths fields are advanced by :func:`step`; ``epoch_key``, ``pos`` and
+    ``rng_key`` are the host's minibatch and randomness bookkeeping (NumPyro: the
+    epoch's Feistel key, the position in the epoch and a PRNG key; Pyro: the epoch's
+    permutation, the position, and ``None`` since torch's generator is global).
+    """
+
+    i: Any
+    z: dict
+    u: dict
+    potential_energy: Any
+    step_size: Any
+    sparsity: Any
+    epoch_key: Any
+    pos: Any
+    precond: Any
+    lam: dict
+    mask: dict
+    pi: dict
+    em_on: Any
+    rng_key: Any
+
+
+class SGHMCSettings(NamedTuple):
+    """What :func:`step` needs besides the state, fixed when a kernel is set up.
+
+    ``em`` is ``None`` or any object with the attributes of ``SpikeSlabEM``
+    (``every``, ``warmup``, ``soft_threshold``, ``hard_threshold``, ``groups``,
+    ``update_pi``); ``spike_slab`` maps each site with a spike-and-slab prior to
+    ``(prob, spike_scale, slab_scale)``, arrays of the site's shape; ``ke_fan`` is
+    ``(t, n)``, the paper's noise scale and data size.
+    """
+
+    step_size: float
+    schedule: str
+    num_steps: int | None
+    num_cycles: int
+    momentum_decay: float
+    temperature: float
+    preconditioner: str | None
+    rmsprop_beta: float
+    rmsprop_delta: float
+    ke_fan_eta: float
+    ke_fan: tuple[float, int]
+    num_data: int
+    num_weights: int
+    em: Any
+    spike_slab: Mapping[str, tuple[Any, Any, Any]]
+
+
+def step_size_at(i: Any, settings: SGHMCSettings, *, xp: Any) -> Any:
+    r""":math:`\epsilon` at step ``i``: a Python float for a Python int step (eager
+    hosts), an array for an array step (traced hosts)."""
+    if settings.schedule == "constant":
+        return (
+            settings.step_size if isinstance(i, int) else xp.asarray(settings.step_size)
+        )
+    assert settings.num_steps is not None
+    if isinstance(i, int):
+        length = math.ceil(settings.num_steps / settings.num_cycles)
+        phase = (i % length) / length
+        return 0.5 * settings.step_size * (math.cos(math.pi * phase) + 1.0)
+    return cyclical_step_size(
+        i, settings.step_size, settings.num_steps, settings.num_cycles, xp=xp
+    )
+
+
+def init_state(
+    z: dict,
+    settings: SGHMCSettings,
+    *,
+    xp: Any,
+    i: Any = 0,
+    epoch_key: Any = None,
+    pos: Any = 0,
+    rng_key: Any = None,
+    potential_energy: Any = 0.0,
+    step_size: Any = None,
+    sparsity: Any = 0.0,
+    em_on: Any = False,
+) -> SGHMCState:
+    r"""The state before the first step at position ``z`` (zero momentum; EM
+    precisions at the slab's, masks all ones, :math:`\pi` the prior's)."""
+    ss = settings.spike_slab
+    if settings.preconditioner == "rmsprop":
+        precond: Any = {k: xp.zeros_like(v) for k, v in z.items()}
+    elif settings.preconditioner == "ke_fan":
+        precond = (
+            {k: xp.zeros_like(v) for k, v in z.items()},
+            {k: xp.full_like(v, 0.5) for k, v in z.items()},
+            {k: xp.zeros_like(v) for k, v in z.items()},
+        )
+    else:
+        precond = None
+    return SGHMCState(
+        i=i,
+        z=z,
+        u={k: xp.zeros_like(v) for k, v in z.items()},
+        potential_energy=potential_energy,
+        step_size=settings.step_size if step_size is None else step_size,
+        sparsity=sparsity,
+        epoch_key=epoch_key,
+        pos=pos,
+        precond=precond,
+        lam={k: 1.0 / slab**2 for k, (_, _, slab) in ss.items()},
+        mask={k: xp.ones_like(z[k]) for k in ss},
+        pi={k: xp.mean(prob) for k, (prob, _, _) in ss.items()},
+        em_on=em_on,
+        rng_key=rng_key,
+    )
+
+
+def _select(do: Any, new: Any, old: Any, xp: Any) -> Any:
+    """``new`` where ``do``: a Python bool picks, an array condition selects."""
+    if isinstance(do, bool):
+        return new if do else old
+    return xp.where(do, new, old)
+
+
+def em_update(
+    state: SGHMCState, settings: SGHMCSettings, *, xp: Any
+) -> tuple[dict, dict, dict, Any]:
+    """The EM step due at ``state.i`` (module docstring): ``(lam, mask, pi, em_on)``.
+
+    Runs every ``em.every`` steps from ``em.warmup`` on; a Python int step decides
+    in Python (nothing is computed between EM steps), an array step selects with
+    ``xp.where`` (traced hosts)."""
+    em = settings.em
+    i = state.i
+    do = (i >= em.warmup) & ((i - em.warmup) % em.every == 0)
+    if isinstance(do, bool) and not do:
+        return state.lam, state.mask, state.pi, state.em_on
+    lam, mask, pi = dict(state.lam), dict(state.mask), dict(state.pi)
+    for k, (_, spike, slab) in settings.spike_slab.items():
+        w = state.z[k]
+        shape = tuple(w.shape)
+        ms = group_mean_square(w, em.groups, xp=xp)
+        d = group_size(shape, em.groups)
+        p = e_step(
+            ms, d, state.pi[k], spike, slab, soft_threshold=em.soft_threshold, xp=xp
+        )
+        p = xp.broadcast_to(p, shape)
+        lam[k] = _select(do, surrogate_precision(p, spike, slab), lam[k], xp)
+        if em.hard_threshold is not None:
+            keep = xp.broadcast_to(ms >= em.hard_threshold, shape)
+            new_mask = xp.where(keep, mask[k], xp.zeros_like(mask[k]))
+            mask[k] = _select(do, new_mask, mask[k], xp)
+        if em.update_pi:
+            pi[k] = _select(do, xp.clip(xp.mean(p), 1e-6, 1 - 1e-6), pi[k], xp)
+    return lam, mask, pi, do | state.em_on
+
+
+def surrogate_energy(z: Mapping[str, Any], lam: Mapping[str, Any], *, xp: Any) -> Any:
+    r"""The EM surrogate's potential :math:`\tfrac12 \sum_g \lambda_g \lVert w_g
+    \rVert^2` over the spike-and-slab sites (the keys of ``lam``)."""
+    return sum(0.5 * xp.sum(lam[k] * z[k] ** 2) for k in lam)
+
+
+def _sqrt(x: Any, xp: Any) -> Any:
+    return math.sqrt(x) if isinstance(x, float | int) else xp.sqrt(x)
+
+
+def step(
+    state: SGHMCState,
+    noise: Mapping[str, Any],
+    potential_and_grad: Callable[[dict, dict, Any], tuple[Any, dict]],
+    settings: SGHMCSettings,
+    *,
+    xp: Any,
+) -> SGHMCState:
+    """One SGHMC-within-EM step over all sites: the state after step ``state.i``.
+
+    In order: the EM step due (:func:`em_update`; pruned weights are zeroed), the
+    step size (:func:`step_size_at`), the potential and its gradient at the
+    (masked) position, the preconditioner (``"rmsprop"``: pSGLD's, normalised to
+    mean one over all weights; ``"ke_fan"``: the paper's dual update with the previous
+    step's noise), then :func:`sghmc_step` per site, masked.
+
+    :param state: the state; ``epoch_key``, ``pos`` and ``rng_key`` are returned
+        unchanged (the host advances them).
+    :param noise: standard normal draws, one array per site shaped like ``z``.
+    :param potential_and_grad: ``(z, lam, em_on) -> (U, {site: dU/dz})``: the
+        potential on the host's current minibatch, with the spike-and-slab terms
+        replaced by :func:`surrogate_energy` where ``em_on``.
+    :param settings: see :class:`SGHMCSettings`.
+    """
+    z = state.z
+    lam, mask, pi, em_on = state.lam, state.mask, state.pi, state.em_on
+    if settings.em is not None:
+        lam, mask, pi, em_on = em_update(state, settings, xp=xp)
+        z = {k: v * mask[k] if k in mask else v for k, v in z.items()}
+    eps = step_size_at(state.i, settings, xp=xp)
+    pe, grad = potential_and_grad(z, lam, em_on)
+    n_data = settings.num_data
+    precond_state, g, noise_precond = state.precond, None, True
+    if settings.preconditioner == "rmsprop":
+        pairs = {
+            k: rmsprop_precondition(
+                state.precond[k],
+                grad[k] / n_data,
+                beta=settings.rmsprop_beta,
+                delta=settings.rmsprop_delta,
+                xp=xp,
+            )
+            for k in z
+        }
+        precond_state = {k: v[0] for k, v in pairs.items()}
+        mean = sum(xp.sum(v[1]) for v in pairs.values()) / settings.num_weights
+        g = {k: v[1] / mean for k, v in pairs.items()}
+    elif settings.preconditioner == "ke_fan":
+        t, n = settings.ke_fan
+        rho, tau, xi_prev = state.precond
+        c = _sqrt(eps * n_data, xp)
+        new = {
+            k: ke_fan_precondition(
+                rho[k],
+                tau[k],
+                xi_prev[k],
+                grad[k] / n,
+                (lam[k] if k in lam else 0.0) / n,
+                c=c,
+                t=t,
+                n=n,
+                eta=settings.ke_fan_eta,
+                xp=xp,
+            )
+            for k in z
+        }
+        tau = {k: v[1] for k, v in new.items()}
+        precond_state = ({k: v[0] for k, v in new.items()}, tau, dict(noise))
+        g, noise_precond = tau, False
+    new_z, new_u = {}, {}
+    for k in z:
+        theta, u = sghmc_step(
+            z[k],
+            state.u[k],
+            grad[k],
+            noise[k],
+            step_size=eps,
+            momentum_decay=settings.momentum_decay,
+            temperature=settings.temperature,
+            precond=None if g is None else g[k],
+            noise_precond=noise_precond,
+            xp=xp,
+        )
+        if k in mask:
+            theta, u = theta * mask[k], u * mask[k]
+        new_z[k], new_u[k] = theta, u
+    pruned = sum(xp.sum(1.0 - m) for m in mask.values())
+    return state._replace(
+        i=state.i + 1,
+        z=new_z,
+        u=new_u,
+        potential_energy=pe,
+        step_size=eps,
+        sparsity=xp.asarray(pruned / settings.num_weights, dtype=pe.dtype),
+        precond=precond_state,
+        lam=lam,
+        mask=mask,
+        pi=pi,
+        em_on=em_on,
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from .. import devices, metrics
-from ..config import Device
+from ..core.device import Device
 from ..core.gaussian import kl_location_scale_normal
 from ..datasets import Split
 

@@ -1,6 +1,8 @@
-r"""Crossbar device presets: frozen, validated :class:`~ppl_hw.config.Device` configs.
+r"""Crossbar device presets: frozen, validated
+:class:`~ppl_hw.core.device.Device` configs.
 
-Each preset takes keyword overrides of any :class:`~ppl_hw.config.Device` field, e.g.
+Each preset takes keyword overrides of any :class:`~ppl_hw.core.device.Device`
+field, e.g.
 ``PCM(drift_compensation=True)``, ``PCM(read_noise=None)``, ``RRAM(levels=16)``;
 ``Device.replace`` does the same on an instance.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Device
+from ..core.device import Device
 
 __all__ = ["MTJ", "PCM", "RRAM", "Ideal"]
 

@@ -13,25 +13,24 @@ from numpyro import handlers
 from numpyro.distributions import (
     CategoricalLogits,
     Delta,
-    ExpandedDistribution,
-    Independent,
     MaskedDistribution,
     constraints,
 )
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.elbo import ELBO
 
-from .. import _pfp_common as gc
+from ..common import pfp as gc
 from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
+from .distributions._base import WRAPPERS, base_distribution
 from .nn import Moments
 
 __all__ = ["PFP_ELBO", "AutoDiscreteWeight"]
 
 
 def _base_discrete(fn: Any) -> DiscreteWeight | None:
-    fn = _unwrap(fn)
+    fn = base_distribution(fn)
     return fn if isinstance(fn, DiscreteWeight) else None
 
 
@@ -284,7 +283,7 @@ class PFP_ELBO(ELBO):
                     scale = 1.0 if site["scale"] is None else site["scale"]
                     ll = ll + scale * jnp.sum(lp)
                 if site["is_observed"]:
-                    base = _unwrap(site["fn"])
+                    base = base_distribution(site["fn"])
                     if isinstance(base, CategoricalLogits):
                         observed.append((jnp.shape(base.logits), scale, _mask(site)))
             if self.output == "taylor":
@@ -302,15 +301,9 @@ class PFP_ELBO(ELBO):
         }
 
 
-def _unwrap(fn: Any) -> Any:
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
-        fn = fn.base_dist
-    return fn
-
-
 def _mask(site: dict) -> Any:
     fn, mask = site["fn"], None
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
+    while isinstance(fn, WRAPPERS):
         if isinstance(fn, MaskedDistribution) and not isinstance(fn._mask, bool):
             mask = fn._mask
         fn = fn.base_dist

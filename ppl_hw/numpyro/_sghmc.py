@@ -5,48 +5,30 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax, random
 from numpyro import handlers
-from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistribution
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.primitives import Messenger
 from numpyro.util import is_prng_key
 
-from .. import _sghmc_common as sc
+from ..common import sghmc as sc
 from ..core import sghmc as core
+from ..core.sghmc import SGHMCState
 from .distributions import SpikeAndSlab
+from .distributions._base import base_distribution
 
 __all__ = ["SGHMC", "SGHMCState", "SpikeSlabEM"]
 
 
 class SpikeSlabEM(sc.SpikeSlabEM):
     __doc__ = sc.SpikeSlabEM.__doc__
-
-
-class SGHMCState(NamedTuple):
-    """The kernel state; ``z`` holds the unconstrained sample."""
-
-    i: Any
-    z: dict
-    u: dict
-    potential_energy: Any
-    step_size: Any
-    sparsity: Any
-    epoch_key: Any
-    pos: Any
-    precond: Any
-    lam: dict
-    mask: dict
-    pi: dict
-    em_on: Any
-    rng_key: Any
 
 
 class _MaskSites(Messenger):
@@ -74,12 +56,6 @@ class _FullData(Messenger):
             size = self.sizes[msg["name"]]
             msg["args"] = (size, None)
             msg["value"] = jnp.arange(size)
-
-
-def _base_spike_slab(fn: Any) -> SpikeAndSlab | None:
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
-        fn = fn.base_dist
-    return fn if isinstance(fn, SpikeAndSlab) else None
 
 
 class SGHMC(MCMCKernel):
@@ -227,15 +203,12 @@ class SGHMC(MCMCKernel):
                         f"discrete ({type(site['fn']).__name__})"
                     )
                 self._num_weights += int(np.size(site["value"]))
-                ss = _base_spike_slab(site["fn"])
-                if ss is not None:
+                ss = base_distribution(site["fn"])
+                if isinstance(ss, SpikeAndSlab):
                     shape = tuple(jnp.shape(site["value"]))
-                    self._ss_sites[name] = (
-                        shape,
-                        *(
-                            np.broadcast_to(np.asarray(p, np.float32), shape)
-                            for p in (ss.prob, ss.spike_scale, ss.slab_scale)
-                        ),
+                    self._ss_sites[name] = tuple(
+                        np.broadcast_to(np.asarray(p, np.float32), shape)
+                        for p in (ss.prob, ss.spike_scale, ss.slab_scale)
                     )
         self._plate = sc.select_plate(plates, self.em, bool(self._ss_sites))
         if self.mesh is not None:
@@ -261,7 +234,7 @@ class SGHMC(MCMCKernel):
             pe = potential_energy(
                 _MaskSites(model, names, ~em_on), model_args, model_kwargs, z
             )
-            surrogate = sum(0.5 * jnp.sum(lam[k] * z[k] ** 2) for k in names)
+            surrogate = core.surrogate_energy(z, lam, xp=jnp)
             return pe + jnp.where(em_on, surrogate, 0.0)
 
         return potential
@@ -294,8 +267,12 @@ class SGHMC(MCMCKernel):
             model_kwargs=model_kwargs,
         )
         self._postprocess = postprocess
+        spike_slab = {
+            k: tuple(jnp.asarray(p) for p in v) for k, v in self._ss_sites.items()
+        }
+        settings = sc.step_settings(self, spike_slab, self._num_weights)
         potential = self._potential(model_args, model_kwargs)
-        self._sample_fn = self._make_sample(potential)
+        self._sample_fn = self._make_sample(potential, settings)
 
         def init_one(key: Any, params: Any) -> SGHMCState:
             k_init, k_perm, k_run = random.split(key, 3)
@@ -307,51 +284,26 @@ class SGHMC(MCMCKernel):
                 model_kwargs=model_kwargs,
             )
             z = info.z if params is None else params
-            zeros = jax.tree.map(jnp.zeros_like, z)
-            ss = self._ss_sites
-            lam = {k: 1.0 / jnp.asarray(s[3]) ** 2 for k, s in ss.items()}
-            mask = {k: jnp.ones(s[0], jnp.asarray(z[k]).dtype) for k, s in ss.items()}
-            pi = {k: jnp.mean(jnp.asarray(s[1])) for k, s in ss.items()}
-            if self.preconditioner == "rmsprop":
-                precond: Any = zeros
-            elif self.preconditioner == "ke_fan":
-                precond = (
-                    zeros,
-                    jax.tree.map(lambda a: jnp.full_like(a, 0.5), z),
-                    jax.tree.map(jnp.zeros_like, z),
-                )
-            else:
-                precond = None
             epoch_key = random.bits(k_perm, (core.FEISTEL_ROUNDS,), jnp.uint32)
             dtype = jnp.result_type(float)
-            return SGHMCState(
+            return core.init_state(
+                {k: jnp.asarray(v) for k, v in z.items()},
+                settings,
+                xp=jnp,
                 i=jnp.array(0),
-                z=z,
-                u=zeros,
+                epoch_key=epoch_key,
+                pos=jnp.array(0),
+                rng_key=k_run,
                 potential_energy=jnp.zeros((), dtype),
                 step_size=jnp.asarray(self.step_size, dtype),
                 sparsity=jnp.zeros((), dtype),
-                epoch_key=epoch_key,
-                pos=jnp.array(0),
-                precond=precond,
-                lam=lam,
-                mask=mask,
-                pi=pi,
                 em_on=jnp.array(False),
-                rng_key=k_run,
             )
 
         if vectorized:
             self._sample_fn = jax.vmap(self._sample_fn, in_axes=(0, None, None))
             return jax.vmap(init_one)(rng_key, init_params)
         return init_one(rng_key, init_params)
-
-    def _step_size(self, i: Any) -> Any:
-        if self.schedule == "constant":
-            return jnp.asarray(self.step_size)
-        return core.cyclical_step_size(
-            i, self.step_size, self.num_steps, self.num_cycles, xp=jnp
-        )
 
     def _next_batch(self, epoch_key: Any, pos: Any, key: Any) -> tuple[Any, Any, Any]:
         """The next ``B`` indices of the epoch's permutation (a keyed Feistel
@@ -375,55 +327,15 @@ class SGHMC(MCMCKernel):
         )
         return v.astype(jnp.int32), epoch_key, pos + b
 
-    def _em(self, state: SGHMCState, z: dict) -> tuple[dict, dict, dict, Any]:
-        em = self.em
-        assert em is not None
-        do = (state.i >= em.warmup) & ((state.i - em.warmup) % em.every == 0)
-        lam, mask, pi = dict(state.lam), dict(state.mask), dict(state.pi)
-        for k, (shape, _, spike, slab) in self._ss_sites.items():
-            w = z[k]
-            ms = core.group_mean_square(w, em.groups, xp=jnp)
-            d = core.group_size(shape, em.groups)
-            spike_g = jnp.broadcast_to(spike, shape)
-            slab_g = jnp.broadcast_to(slab, shape)
-            p = core.e_step(
-                ms,
-                d,
-                state.pi[k],
-                spike_g,
-                slab_g,
-                soft_threshold=em.soft_threshold,
-                xp=jnp,
-            )
-            p = jnp.broadcast_to(p, shape)
-            new_lam = core.surrogate_precision(p, spike_g, slab_g)
-            new_mask = mask[k]
-            if em.hard_threshold is not None:
-                keep = jnp.broadcast_to(ms >= em.hard_threshold, shape)
-                new_mask = new_mask * keep.astype(new_mask.dtype)
-            lam[k] = jnp.where(do, new_lam, lam[k])
-            mask[k] = jnp.where(do, new_mask, mask[k])
-            if em.update_pi:
-                pi_new = jnp.clip(jnp.mean(p), 1e-6, 1 - 1e-6)
-                pi[k] = jnp.where(do, pi_new, pi[k])
-        return lam, mask, pi, do | state.em_on
-
-    def _make_sample(self, potential: Callable) -> Callable:
+    def _make_sample(
+        self, potential: Callable, settings: core.SGHMCSettings
+    ) -> Callable:
         grad_fn = jax.value_and_grad(potential)
-        a, temp = self.momentum_decay, self.temperature
-        n_data = self._plate[1] if self._plate else 1
 
         def sample(state: SGHMCState, model_args: Any, model_kwargs: Any) -> SGHMCState:
             key, k_noise, k_perm = random.split(state.rng_key, 3)
             idx, epoch_key, pos = self._next_batch(state.epoch_key, state.pos, k_perm)
-            z = state.z
-            lam, mask, pi, em_on = state.lam, state.mask, state.pi, state.em_on
-            if self.em is not None:
-                lam, mask, pi, em_on = self._em(state, z)
-                z = {k: v * mask[k] if k in mask else v for k, v in z.items()}
-            eps = self._step_size(state.i)
-            pe, grad = grad_fn(z, idx, lam, em_on)
-            leaves, tree = jax.tree.flatten(z)
+            leaves, tree = jax.tree.flatten(state.z)
             noise = jax.tree.unflatten(
                 tree,
                 [
@@ -433,85 +345,15 @@ class SGHMC(MCMCKernel):
                     )
                 ],
             )
-            precond_state, g_tree, noise_precond = state.precond, None, True
-            if self.preconditioner == "rmsprop":
-                pairs = {
-                    k: core.rmsprop_precondition(
-                        state.precond[k],
-                        grad[k] / n_data,
-                        beta=self.rmsprop_beta,
-                        delta=self.rmsprop_delta,
-                        xp=jnp,
-                    )
-                    for k in z
-                }
-                precond_state = {k: v[0] for k, v in pairs.items()}
-                total = sum(jnp.sum(v[1]) for v in pairs.values())
-                mean = total / self._num_weights
-                g_tree = {k: v[1] / mean for k, v in pairs.items()}
-            elif self.preconditioner == "ke_fan":
-                kf = self._ke_fan_params or dict(
-                    c2=self.step_size * n_data, t=1.0, n=n_data
-                )
-                rho, tau, xi_prev = state.precond
-                c = jnp.sqrt(eps * n_data)
-                lam_wd = {
-                    k: (lam[k] if k in lam else jnp.zeros(())) / kf["n"] for k in z
-                }
-                new = {
-                    k: core.ke_fan_precondition(
-                        rho[k],
-                        tau[k],
-                        xi_prev[k],
-                        grad[k] / kf["n"],
-                        lam_wd[k],
-                        c=c,
-                        t=kf["t"],
-                        n=kf["n"],
-                        eta=self.ke_fan_eta,
-                        xp=jnp,
-                    )
-                    for k in z
-                }
-                rho = {k: v[0] for k, v in new.items()}
-                tau = {k: v[1] for k, v in new.items()}
-                precond_state = (rho, tau, noise)
-                g_tree, noise_precond = tau, False
-            new_z, new_u = {}, {}
-            for k in z:
-                t_k, u_k = core.sghmc_step(
-                    z[k],
-                    state.u[k],
-                    grad[k],
-                    noise[k],
-                    step_size=eps,
-                    momentum_decay=a,
-                    temperature=temp,
-                    precond=None if g_tree is None else g_tree[k],
-                    noise_precond=noise_precond,
-                    xp=jnp,
-                )
-                if k in mask:
-                    t_k, u_k = t_k * mask[k], u_k * mask[k]
-                new_z[k], new_u[k] = t_k, u_k
-            self._check_finite(state.i, new_z)
-            pruned = sum(jnp.sum(1.0 - m) for m in mask.values()) if mask else 0.0
-            return SGHMCState(
-                i=state.i + 1,
-                z=new_z,
-                u=new_u,
-                potential_energy=pe,
-                step_size=eps,
-                sparsity=jnp.asarray(pruned / self._num_weights, pe.dtype),
-                epoch_key=epoch_key,
-                pos=pos,
-                precond=precond_state,
-                lam=lam,
-                mask=mask,
-                pi=pi,
-                em_on=em_on,
-                rng_key=key,
+            new = core.step(
+                state,
+                noise,
+                lambda z, lam, em_on: grad_fn(z, idx, lam, em_on),
+                settings,
+                xp=jnp,
             )
+            self._check_finite(state.i, new.z)
+            return new._replace(epoch_key=epoch_key, pos=pos, rng_key=key)
 
         return sample
 
@@ -525,11 +367,7 @@ class SGHMC(MCMCKernel):
             if not flags.any():  # under vmap both branches of the cond run
                 return
             sites = [n for n, f in zip(names, flags, strict=True) if f]
-            raise FloatingPointError(
-                f"SGHMC: non-finite values at step {int(np.max(step))} in site(s) "
-                f"{sites}; "
-                "lower step_size (or check the model's log density)"
-            )
+            raise sc.nonfinite_error(int(np.max(step)), sites)
 
         lax.cond(
             jnp.any(bad),

@@ -33,16 +33,16 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.infer.initialization import init_to_median, init_to_uniform
 
-from .. import _guides_common as gc
+from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
+from .distributions._base import base_distribution
 
 __all__ = ["AutoDeviceNoise", "AutoDiscreteWeight", "AutoMeanKL", "AutoScaleDropout"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
-_WRAPPERS = (dist.Independent, dist.ExpandedDistribution, dist.MaskedDistribution)
 
 
 @jax.custom_jvp
@@ -69,7 +69,7 @@ def _meankl_sites(
     """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites; jitted so an
     eager call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
     dispatching every operation of the Newton solve. ``blocks``: ``(index, pad,
-    block_of, log_cb)`` of a :class:`~ppl_hw._guides_common.BlockSplit`."""
+    block_of, log_cb)`` of a :class:`~ppl_hw.common.autoguide.BlockSplit`."""
     if phis is None:
         log_kappa = {k: shared for k in ms}
     elif blocks is not None:
@@ -127,9 +127,7 @@ def _refuse_discrete(guide: str, model: Any, args: Any, kwargs: Any) -> None:
 
 
 def _normal_prior(site: dict, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    fn = site["fn"]
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
+    fn = base_distribution(site["fn"])
     if type(fn) is not dist.Normal:
         raise ValueError(
             "AutoMeanKL codes each weight against the model's Normal prior; site "

@@ -11,26 +11,22 @@ import numpyro
 from numpyro.distributions import constraints
 from numpyro.primitives import _PYRO_STACK, Messenger
 
-from .. import _crossbar_common as cc
-from ..config import Device
+from ..common import handlers as cc
 from ..core import crossbar as cx
+from ..core.device import Device
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
+from .distributions._base import WRAPPERS
 
 __all__ = ["crossbar"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
-_WRAPPERS = (
-    numpyro.distributions.Independent,
-    numpyro.distributions.ExpandedDistribution,
-    numpyro.distributions.MaskedDistribution,
-)
 
 
 def _site_kind(msg: dict) -> tuple[bool, tuple[float, ...] | None, Any]:
     return cc.site_kind(
         msg,
-        wrappers=_WRAPPERS,
+        wrappers=WRAPPERS,
         discrete=DiscreteWeight,
         independent=constraints.independent,
         real=type(constraints.real),
@@ -101,7 +97,8 @@ class crossbar(cc.CrossbarState, Messenger):
     during initialisation), from a fixed key of ``seed`` and the site name.
 
     :param fn: the model (or ``None`` to use the handler as a context manager).
-    :param device: the :class:`~ppl_hw.config.Device` (e.g. ``ppl_hw.devices.PCM()``).
+    :param device: the :class:`~ppl_hw.core.device.Device` (e.g.
+        ``ppl_hw.devices.PCM()``).
     :param sites: which sites: ``None`` (every latent real-valued or
         ``DiscreteWeight`` site), a list of names, a dict name -> ``Device`` (per-site
         devices) or a callable ``(msg) -> Device | None`` like

@@ -13,7 +13,7 @@ from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from tqdm.auto import trange
 
-from .. import _meanvar_common as mv
+from ..common import infer as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
 from ._pfp import PFP_ELBO

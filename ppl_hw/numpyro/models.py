@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from .._models import (
+from ..common.models import (
     BINARY_MLP_DOC,
     MLP_CLASSIFIER_DOC,
     TERNARY_MLP_DOC,

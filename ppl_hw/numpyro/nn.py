@@ -15,9 +15,9 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from .. import _nn_common as nc
-from .._nn_common import conv_geometry
-from .._pfp_common import recorded_output
+from ..common import nn as nc
+from ..common.nn import conv_geometry
+from ..common.pfp import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND

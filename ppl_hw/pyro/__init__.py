@@ -1,11 +1,31 @@
 """ppl_hw for Pyro (PyTorch): the same public names as :mod:`ppl_hw.numpyro`.
 
 Submodules: :mod:`~ppl_hw.pyro.distributions` (device noise, discrete weights,
-spike-and-slab), :mod:`~ppl_hw.pyro.poutine` (the crossbar handler),
+spike-and-slab), :mod:`~ppl_hw.pyro.handlers` (the crossbar handler, also as
+:mod:`~ppl_hw.pyro.poutine`),
 :mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives) and
 :mod:`~ppl_hw.pyro.models` (ready-made models).
 """
 
-from . import autoguide, distributions, infer, models, nn, poutine
+# arviz and coding register this adapter with ppl_hw.arviz and ppl_hw.coding
+from . import (  # noqa: F401
+    arviz,
+    autoguide,
+    coding,
+    distributions,
+    handlers,
+    infer,
+    models,
+    nn,
+    poutine,
+)
 
-__all__ = ["autoguide", "distributions", "infer", "models", "nn", "poutine"]
+__all__ = [
+    "autoguide",
+    "distributions",
+    "handlers",
+    "infer",
+    "models",
+    "nn",
+    "poutine",
+]

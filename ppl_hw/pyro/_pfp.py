@@ -19,26 +19,16 @@ from pyro.nn.module import PyroModule, PyroParam
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .. import _pfp_common as gc
+from ..common import pfp as gc
 from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
+from .distributions._base import base_distribution
 from .nn import Moments
 
 __all__ = ["PFP_ELBO", "AutoDiscreteWeight"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
-_WRAPPERS = (
-    torch.distributions.Independent,
-    dist.ExpandedDistribution,
-    dist.MaskedDistribution,
-)
-
-
-def _unwrap(fn: Any) -> Any:
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
-    return fn
 
 
 class _SubstituteSamples(Messenger):
@@ -105,7 +95,7 @@ class AutoDiscreteWeight(gc.DiscreteGuideMixin, AutoGuide):
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if site_is_subsample(site):
                 continue
-            base = _unwrap(site["fn"])
+            base = base_distribution(site["fn"])
             if isinstance(base, DiscreteWeight):
                 shape = tuple(site["value"].shape)
                 self._add_discrete_site(name, shape, base._values, base.logits)
@@ -257,7 +247,7 @@ class PFP_ELBO(ELBO):
                     continue
                 if site["is_observed"] or name in guide._real:
                     ll = ll + site["log_prob_sum"] / n
-                base = _unwrap(site["fn"])
+                base = base_distribution(site["fn"])
                 if site["is_observed"] and isinstance(
                     base, torch.distributions.Categorical
                 ):

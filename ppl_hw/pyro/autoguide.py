@@ -39,20 +39,16 @@ from pyro.nn.module import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from pyro.poutine.util import site_is_subsample
 
-from .. import _guides_common as gc
+from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
+from .distributions._base import base_distribution
 
 __all__ = ["AutoDeviceNoise", "AutoDiscreteWeight", "AutoMeanKL", "AutoScaleDropout"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
-_WRAPPERS = (
-    torch.distributions.Independent,
-    dist.ExpandedDistribution,
-    dist.MaskedDistribution,
-)
 
 
 class _LogRatio(torch.autograd.Function):
@@ -85,9 +81,7 @@ def _check_continuous(guide: str, site: dict) -> None:
 
 
 def _normal_prior(site: dict, shape: torch.Size) -> tuple[np.ndarray, np.ndarray]:
-    fn = site["fn"]
-    while isinstance(fn, _WRAPPERS):
-        fn = fn.base_dist
+    fn = base_distribution(site["fn"])
     if not isinstance(fn, torch.distributions.Normal):
         raise ValueError(
             "AutoMeanKL codes each weight against the model's Normal prior; site "

@@ -11,7 +11,7 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoNormal
 from pyro.infer.util import zero_grads
 
-from .. import _meanvar_common as mv
+from ..common import infer as mv
 from ..core import gaussian as _gauss
 from ..core.coding import Blocks
 from ._backend import BACKEND

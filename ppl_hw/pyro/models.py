@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._models import (
+from ..common.models import (
     BINARY_MLP_DOC,
     MLP_CLASSIFIER_DOC,
     TERNARY_MLP_DOC,

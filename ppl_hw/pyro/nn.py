@@ -1,6 +1,6 @@
 """Network primitives that know about the crossbar (Pyro / PyTorch).
 
-Outside a :func:`~ppl_hw.pyro.poutine.crossbar` handler they compute exactly
+Outside a :func:`~ppl_hw.pyro.handlers.crossbar` handler they compute exactly
 (``x @ w + b``, ``torch.nn.functional.conv2d``); inside one whose device has converter
 effects, every matrix-vector product goes through the tile periphery of
 :func:`ppl_hw.core.crossbar.analog_matvec` (DAC, IR drop, output noise, ADC). The
@@ -15,13 +15,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .. import _nn_common as nc
-from .._nn_common import conv_geometry
-from .._pfp_common import recorded_output
+from ..common import nn as nc
+from ..common.nn import conv_geometry
+from ..common.pfp import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
-from .poutine import active_crossbar
+from .handlers import active_crossbar
 
 __all__ = [
     "Moments",

@@ -5,13 +5,30 @@ from __future__ import annotations
 import jax
 import numpy as np
 from numpyro.distributions import constraints
-from numpyro.distributions.distribution import Distribution
+from numpyro.distributions.distribution import (
+    Distribution,
+    ExpandedDistribution,
+    Independent,
+    MaskedDistribution,
+)
 from numpyro.util import not_jax_tracer
 
-from ..._checks import describe_invalid
+from ...core.checks import describe_invalid
 from .._backend import BACKEND
 
-__all__ = ["BACKEND", "HwDistribution"]
+__all__ = ["BACKEND", "WRAPPERS", "HwDistribution", "base_distribution"]
+
+#: the wrappers ``to_event``, ``expand`` and ``mask`` put around a distribution: a
+#: site's prior is what they wrap (a transformed distribution is not its base)
+WRAPPERS = (Independent, ExpandedDistribution, MaskedDistribution)
+
+
+def base_distribution(fn: Distribution) -> Distribution:
+    """The distribution inside any :data:`WRAPPERS` (the one place the NumPyro
+    adapter unwraps a site's distribution)."""
+    while isinstance(fn, WRAPPERS):
+        fn = fn.base_dist
+    return fn
 
 
 class HwDistribution(Distribution):

@@ -16,8 +16,8 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.distributions.util import validate_sample
 from numpyro.util import not_jax_tracer
 
-from ..._checks import describe_invalid
 from ...core import discrete as dc
+from ...core.checks import describe_invalid
 from ._base import HwDistribution
 
 __all__ = ["DiscreteWeight", "FiniteSet"]

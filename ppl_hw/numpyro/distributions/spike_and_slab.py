@@ -13,8 +13,8 @@ from numpyro.distributions.batch_util import vmap_over
 from numpyro.distributions.util import promote_shapes, validate_sample
 from numpyro.util import not_jax_tracer
 
-from ..._checks import describe_invalid
 from ...core import spike_slab as ss
+from ...core.checks import describe_invalid
 from ._base import BACKEND, HwDistribution
 
 __all__ = ["SpikeAndSlab"]

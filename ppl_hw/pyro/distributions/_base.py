@@ -5,10 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pyro.distributions.torch_distribution import (
+    ExpandedDistribution,
+    MaskedDistribution,
+)
 
 from .._backend import BACKEND
 
-__all__ = ["BACKEND", "broadcast_params", "uniform_open"]
+__all__ = [
+    "BACKEND",
+    "WRAPPERS",
+    "base_distribution",
+    "broadcast_params",
+    "uniform_open",
+]
+
+#: the wrappers ``to_event``, ``expand`` and ``mask`` put around a distribution: a
+#: site's prior is what they wrap (a transformed distribution is not its base)
+WRAPPERS = (torch.distributions.Independent, ExpandedDistribution, MaskedDistribution)
+
+
+def base_distribution(fn: Any) -> Any:
+    """The distribution inside any :data:`WRAPPERS` (the one place the Pyro adapter
+    unwraps a site's distribution)."""
+    while isinstance(fn, WRAPPERS):
+        fn = fn.base_dist
+    return fn
 
 
 def broadcast_params(*values: Any) -> tuple[torch.Tensor, ...]:

@@ -9,8 +9,8 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import register_kl
 
-from ..._checks import describe_invalid
 from ...core import discrete as dc
+from ...core.checks import describe_invalid
 from ._base import BACKEND
 
 __all__ = ["DiscreteWeight", "FiniteSet"]

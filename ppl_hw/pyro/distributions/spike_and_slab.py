@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from ..._checks import describe_invalid
 from ...core import spike_slab as ss
+from ...core.checks import describe_invalid
 from ._base import BACKEND, broadcast_params, uniform_open
 
 __all__ = ["SpikeAndSlab"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .autoguide import check_dropout_p
+
 __all__ = [
     "apply_dropout",
     "as_moments",
@@ -42,7 +44,7 @@ def conv_geometry(stride: Any, padding: Any) -> tuple[tuple[int, int], tuple[int
 
 def is_moments(*xs: Any) -> bool:
     """Whether any argument is a :class:`~ppl_hw.core.pfp.Moments`."""
-    from .core.pfp import Moments
+    from ..core.pfp import Moments
 
     return any(isinstance(x, Moments) for x in xs)
 
@@ -60,7 +62,7 @@ def no_pfp_rule(what: str, *xs: Any) -> None:
 
 def as_moments(x: Any, xp: Any) -> Any:
     """``x`` as Moments (a plain array is deterministic: variance 0)."""
-    from .core.pfp import Moments
+    from ..core.pfp import Moments
 
     return x if isinstance(x, Moments) else Moments(x, xp.zeros_like(x))
 
@@ -68,7 +70,7 @@ def as_moments(x: Any, xp: Any) -> Any:
 def linear_pfp(x: Any, w: Any, b: Any, op: Any, bias_view: Any, xp: Any) -> Any:
     """Moments of ``op(x, w) + b`` with any of them Moments (weights and bias
     independent of the input)."""
-    from .core import pfp
+    from ..core import pfp
 
     wm = as_moments(w, xp)
     xm = x if is_moments(x) else pfp.Moments(x, None)  # variance 0: skipped
@@ -92,7 +94,7 @@ def check_pool(x: Any, k: int = 2) -> None:
 def max_pool(x: Any, binary: bool, xp: Any, special: Any) -> Any:
     """2×2 max pooling (stride 2, NCHW) of arrays or Moments (``binary``: the
     exact rule for ±1 activations)."""
-    from .core import pfp
+    from ..core import pfp
 
     check_pool(x)
     if is_moments(x):
@@ -106,7 +108,7 @@ def max_pool(x: Any, binary: bool, xp: Any, special: Any) -> Any:
 
 
 def avg_pool(x: Any, k: int, xp: Any) -> Any:
-    from .core import pfp
+    from ..core import pfp
 
     check_pool(x, k)
     out = pfp.avg_pool_moments(as_moments(x, xp), k, xp=xp)
@@ -116,7 +118,7 @@ def avg_pool(x: Any, k: int, xp: Any) -> Any:
 def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
     """Batch normalisation over axis 0 with the batch's statistics (variance with
     ``n - 1``, as the PFP rule); on Moments the activations' variance counts."""
-    from .core import pfp
+    from ..core import pfp
 
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
@@ -125,7 +127,7 @@ def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
 
 
 def flatten(x: Any, xp: Any) -> Any:
-    from .core.pfp import Moments
+    from ..core.pfp import Moments
 
     if is_moments(x):
         n = x.mean.shape[0]
@@ -134,14 +136,12 @@ def flatten(x: Any, xp: Any) -> Any:
 
 
 def check_dropout(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
-        raise ValueError(f"p must be a number in [0, 1), got {p!r}")
-    return float(p)
+    return check_dropout_p(p)
 
 
 def apply_dropout(x: Any, keep: Any, p: float) -> Any:
     """Inverted dropout with the 0/1 ``keep`` mask, on arrays or Moments."""
-    from .core import pfp
+    from ..core import pfp
 
     mask = keep / (1.0 - p)
     return pfp.dropout_moments(x, mask) if is_moments(x) else x * mask

@@ -143,7 +143,7 @@ TERNARY_MLP_DOC = r"""Discrete-weight sign-activation MLP for classification (Ro
 
 def discrete_prior_probs(values, p0) -> list[float]:
     """The prior probabilities over the grid: ``p0`` at 0, the rest shared."""
-    from .core.discrete import check_value_grid
+    from ..core.discrete import check_value_grid
 
     grid = check_value_grid(values)
     k = len(grid)

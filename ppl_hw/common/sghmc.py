@@ -6,23 +6,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
-from .core import sghmc as core
+from ..core import sghmc as core
+from ..core.checks import check_choice, check_int, check_number
 
 __all__ = [
     "SpikeSlabEM",
     "check_positive",
     "configure",
     "ke_fan_kernel",
+    "nonfinite_error",
     "select_plate",
+    "step_settings",
 ]
 
 
 def check_positive(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
-        raise ValueError(f"{name} must be a number > 0, got {v!r}")
-    return float(v)
+    return check_number(name, v, low=0.0, open_low=True)
 
 
 class SpikeSlabEM:
@@ -61,21 +60,13 @@ class SpikeSlabEM:
         groups: str | None = "input",
         update_pi: bool = True,
     ):
-        for name, v in (("every", every), ("warmup", warmup)):
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
-                raise TypeError(f"{name} must be an int, got {v!r}")
-        if every < 1:
-            raise ValueError(f"every must be >= 1, got {every}")
-        if warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        every = check_int("every", every, low=1)
+        warmup = check_int("warmup", warmup, low=0)
         for name, v in (
             ("soft_threshold", soft_threshold),
             ("hard_threshold", hard_threshold),
         ):
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, int | float) or not v > 0
-            ):
-                raise ValueError(f"{name} must be None or a number > 0, got {v!r}")
+            check_number(name, v, low=0.0, open_low=True, allow_none=True)
         if (
             soft_threshold is not None
             and hard_threshold is not None
@@ -86,10 +77,7 @@ class SpikeSlabEM:
                 f"soft_threshold, got hard_threshold={hard_threshold!r}, "
                 f"soft_threshold={soft_threshold!r}"
             )
-        if groups not in core.GROUPINGS:
-            raise ValueError(
-                f"groups must be one of {list(core.GROUPINGS)}, got {groups!r}"
-            )
+        check_choice("groups", groups, core.GROUPINGS)
         self.every, self.warmup = int(every), int(warmup)
         self.soft_threshold, self.hard_threshold = soft_threshold, hard_threshold
         self.groups, self.update_pi = groups, bool(update_pi)
@@ -124,45 +112,25 @@ def configure(
     if not callable(model):
         raise TypeError(f"model must be callable, got {model!r}")
     step_size = check_positive("step_size", step_size)
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, int | float)
-        or not temperature >= 0
-    ):
-        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
-    if (
-        isinstance(momentum_decay, bool)
-        or not isinstance(momentum_decay, int | float)
-        or not 0 < momentum_decay <= 1
-    ):
-        raise ValueError(f"momentum_decay must be in (0, 1], got {momentum_decay!r}")
-    if schedule not in core.SCHEDULES:
-        raise ValueError(
-            f"schedule must be one of {list(core.SCHEDULES)}, got {schedule!r}"
-        )
+    temperature = check_number("temperature", temperature, low=0.0)
+    momentum_decay = check_number(
+        "momentum_decay",
+        momentum_decay,
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        interval=True,
+    )
+    check_choice("schedule", schedule, core.SCHEDULES)
     if schedule == "cyclical":
-        if (
-            isinstance(num_steps, bool)
-            or not isinstance(num_steps, int)
-            or (num_steps < 1)
-        ):
+        if num_steps is None:
             raise ValueError(
                 "schedule='cyclical' needs num_steps (an int >= 1, the warm-up "
-                f"plus sample steps), got {num_steps!r}"
+                "plus sample steps), got None"
             )
-        if (
-            isinstance(num_cycles, bool)
-            or not isinstance(num_cycles, int)
-            or (not 1 <= num_cycles <= num_steps)
-        ):
-            raise ValueError(
-                f"num_cycles must be an int in [1, num_steps], got {num_cycles!r}"
-            )
-    if preconditioner not in core.PRECONDITIONERS:
-        raise ValueError(
-            f"preconditioner must be one of {list(core.PRECONDITIONERS)}, "
-            f"got {preconditioner!r}"
-        )
+        num_steps = check_int("num_steps", num_steps, low=1)
+        num_cycles = check_int("num_cycles", num_cycles, low=1, high=num_steps)
+    check_choice("preconditioner", preconditioner, core.PRECONDITIONERS)
     if em is not None and not isinstance(em, SpikeSlabEM):
         raise TypeError(f"em must be a SpikeSlabEM or None, got {em!r}")
     kernel.step_size = step_size
@@ -223,13 +191,14 @@ def ke_fan_kernel(
 ) -> Any:
     """``cls.ke_fan(...)`` on either backend (the mapping is in the NumPyro
     docstring)."""
-    n = int(num_data)
-    if n < 1:
-        raise ValueError(f"num_data must be >= 1, got {num_data!r}")
+    n = check_int("num_data", num_data, low=1)
     c2 = check_positive("c2", c2)
-    t = n**-0.5 if t is None else float(t)
-    if not 0 <= beta1 < 1:
-        raise ValueError(f"beta1 must be in [0, 1), got {beta1!r}")
+    t = n**-0.5 if t is None else check_positive("t", t)
+    beta1 = check_number(
+        "beta1", beta1, low=0.0, high=1.0, open_high=True, interval=True
+    )
+    beta2 = check_positive("beta2", beta2)
+    eta = check_positive("eta", eta)
     step_size = beta2 * c2 / n
     temperature = (
         (2 + 2 * beta1**2) * math.sqrt(c2) * t * t * n / (2 * (1 - beta1) * beta2)
@@ -245,3 +214,39 @@ def ke_fan_kernel(
     )
     kernel._ke_fan_params = dict(c2=c2, t=t, n=n)
     return kernel
+
+
+def step_settings(
+    kernel: Any, spike_slab: dict, num_weights: int
+) -> core.SGHMCSettings:
+    """The :class:`~ppl_hw.core.sghmc.SGHMCSettings` of a configured kernel (either
+    backend), once its set-up has found the plate, the spike-and-slab sites
+    (``{site: (prob, spike_scale, slab_scale)}``, host arrays of the site's shape)
+    and the number of weights."""
+    n_data = kernel._plate[1] if kernel._plate else 1
+    kf = kernel._ke_fan_params or dict(t=1.0, n=n_data)
+    return core.SGHMCSettings(
+        step_size=kernel.step_size,
+        schedule=kernel.schedule,
+        num_steps=kernel.num_steps,
+        num_cycles=kernel.num_cycles,
+        momentum_decay=kernel.momentum_decay,
+        temperature=kernel.temperature,
+        preconditioner=kernel.preconditioner,
+        rmsprop_beta=kernel.rmsprop_beta,
+        rmsprop_delta=kernel.rmsprop_delta,
+        ke_fan_eta=kernel.ke_fan_eta,
+        ke_fan=(kf["t"], kf["n"]),
+        num_data=n_data,
+        num_weights=num_weights,
+        em=kernel.em,
+        spike_slab=spike_slab,
+    )
+
+
+def nonfinite_error(step: int, sites: list[str]) -> FloatingPointError:
+    """The error both kernels raise when a step leaves non-finite values."""
+    return FloatingPointError(
+        f"SGHMC: non-finite values at step {step} in site(s) {sites}; "
+        "lower step_size (or check the model's log density)"
+    )

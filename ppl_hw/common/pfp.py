@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .core import discrete as dc
-from .core.backend import NUMPY
+from ..core import discrete as dc
+from ..core.backend import NUMPY
+from ..core.checks import check_choice, check_number
 
 __all__ = [
     "OUTPUTS",
@@ -42,23 +43,9 @@ class DiscreteSite:
         return np.asarray(self.values, np.float32)
 
 
-def _check_real(name: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or (positive and not value > 0):
-        raise ValueError(
-            f"{name} must be {'> 0' if positive else 'finite'}, got {value!r}"
-        )
-    return float(value)
-
-
 def check_elbo_args(kl_weight: Any, output: Any) -> tuple[float, str]:
-    kl = _check_real("kl_weight", kl_weight)
-    if kl < 0:
-        raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    return kl, output
+    kl = check_number("kl_weight", kl_weight, low=0.0)
+    return kl, check_choice("output", output, OUTPUTS)
 
 
 class DiscreteGuideMixin:
@@ -78,20 +65,22 @@ class DiscreteGuideMixin:
         init_scale: Any,
         seed: Any,
     ) -> None:
-        self.logit_bound = _check_real("logit_bound", logit_bound, positive=True)
+        self.logit_bound = check_number(
+            "logit_bound", logit_bound, low=0.0, open_low=True
+        )
         if parameterization not in dc.PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {dc.PARAMETERIZATIONS}, "
                 f"got {parameterization!r}"
             )
         self.parameterization = parameterization
-        self.init_scale = _check_real("init_scale", init_scale)
+        self.init_scale = check_number("init_scale", init_scale)
         if self.init_scale < 0:
             raise ValueError(f"init_scale must be >= 0, got {init_scale!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
-        self.q_max = _check_real("q_max", q_max)
+        self.q_max = check_number("q_max", q_max)
         for arg, value in (("init_probs", init_probs), ("init_weights", init_weights)):
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f"{arg} must be a dict {{site: array}}, got {value!r}")

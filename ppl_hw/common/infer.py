@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _guides_common as gc
-from .core.coding import Blocks, make_blocks
+from ..core.coding import Blocks, make_blocks
+from . import autoguide as gc
 
 __all__ = ["MeanVarSettings", "anneal"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import Device
-from .core import crossbar as cx
+from ..core import crossbar as cx
+from ..core.device import Device
 
 __all__ = [
     "CHIP_SUFFIX",

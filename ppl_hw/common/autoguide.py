@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ..core.checks import check_choice, check_number
+from .coding import check_bits_per_block
+
 __all__ = [
     "BUDGET_SPLITS",
     "DROPPED",
@@ -64,9 +67,7 @@ def check_meankl_split(
         return None, None
     bits = 16 if bits_per_block is None else bits_per_block
     seed = 0 if block_seed is None else block_seed
-    from .coding import _check_bits  # the coder's own range: 1..24
-
-    bits = _check_bits(bits)
+    bits = check_bits_per_block(bits)  # the coder's own range: 1..24
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"block_seed must be an int >= 0, got {seed!r}")
     return int(bits), int(seed)
@@ -84,7 +85,7 @@ class BlockSplit:
     """
 
     def __init__(self, sizes: Mapping[str, int], budget: float, bits: int, seed: int):
-        from .core import coding as _cc
+        from ..core import coding as _cc
 
         # the blocks are made over the sites in sorted-name order, the coding order
         # of ppl_hw.coding; index and block_of address the flat logits in the order
@@ -129,19 +130,12 @@ class BlockSplit:
 
 
 def check_init_scale(init_scale: Any) -> float:
-    if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
-        raise TypeError(f"init_scale must be a number, got {init_scale!r}")
-    if not (math.isfinite(init_scale) and init_scale > 0):
-        raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
-    return float(init_scale)
+    return check_number("init_scale", init_scale, low=0.0, open_low=True)
 
 
 def check_dropout_p(p: Any) -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float):
-        raise TypeError(f"p must be a number, got {p!r}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p must be in [0, 1), got {p!r}")
-    return float(p)
+    """A drop probability in [0, 1) (every dropout option of every layer)."""
+    return check_number("p", p, low=0.0, high=1.0, open_high=True, interval=True)
 
 
 def check_scale_dropout(
@@ -149,8 +143,7 @@ def check_scale_dropout(
 ) -> float:
     """Validate ``AutoScaleDropout``'s options; returns ``p`` as a float."""
     p = check_dropout_p(p)
-    if dropped not in DROPPED:
-        raise ValueError(f"dropped must be one of {list(DROPPED)}, got {dropped!r}")
+    check_choice("dropped", dropped, DROPPED)
     if share_across_batch is not True:
         raise ValueError(
             "share_across_batch=False (a draw per example) needs per-example scale "

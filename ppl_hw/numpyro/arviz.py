@@ -1,0 +1,74 @@
+"""NumPyro host glue of :func:`ppl_hw.arviz.from_guide` (registered with
+:mod:`ppl_hw.common.arviz` on import): the posterior, predictive and pointwise log
+likelihood of a trained NumPyro guide, through NumPyro's ``Predictive`` and
+``log_likelihood``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
+from numpyro.infer.autoguide import AutoGuide
+from numpyro.infer.util import log_likelihood
+
+from ..common.arviz import GROUPS, with_chain
+
+__all__: list[str] = []
+
+
+@GROUPS.register(AutoGuide)
+@GROUPS.register("numpyro")
+def _groups(
+    model: Any,
+    guide: Any,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    rng_key: Any,
+) -> dict:
+    if not args or not isinstance(args[0], dict):
+        got = type(args[0]).__name__ if args else "nothing"
+        raise TypeError(
+            "for a NumPyro guide, from_guide(model, guide, params, *args): params "
+            f"must be the dict of trained parameters, got {got}"
+        )
+    params, args = args[0], args[1:]
+    key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    k_post, k_pred = jax.random.split(key)
+    # the model's own numpyro.param sites take their trained values, as the guide's
+    model = handlers.substitute(model, data=params)
+    trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+    latent = [
+        n for n, s in trace.items() if s["type"] == "sample" and not s["is_observed"]
+    ]
+    observed = {
+        n: s["value"]
+        for n, s in trace.items()
+        if s["type"] == "sample" and s["is_observed"]
+    }
+    post = Predictive(guide, params=params, num_samples=num_samples)(
+        k_post, *args, **kwargs
+    )
+    post = {k: v for k, v in post.items() if k in latent}
+
+    def predict(key, sample):
+        tr = handlers.trace(
+            handlers.seed(handlers.substitute(model, data=sample), key)
+        ).get_trace(*args, **kwargs)
+        return {
+            n: tr[n]["fn"].sample(jax.random.fold_in(key, i))
+            for i, n in enumerate(observed)
+        }
+
+    keys = jax.random.split(k_pred, num_samples)
+    pred = jax.vmap(predict)(keys, post)
+    loglik = log_likelihood(model, post, *args, **kwargs)
+    return {
+        "posterior": with_chain(post),
+        "posterior_predictive": with_chain(pred),
+        "log_likelihood": with_chain(loglik),
+        "observed_data": {k: np.asarray(v) for k, v in observed.items()},
+    }
