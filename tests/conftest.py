@@ -21,7 +21,7 @@ _BACKEND_DIRS = {"numpyro": ROOT / "numpyro", "pyro": ROOT / "pyro"}
 
 def pytest_configure(config):
     # Host validation on: distribution parameters are checked through the hosts'
-    # own arg_constraints (DESIGN §2.2).
+    # own arg_constraints (docs/architecture.md, validation).
     import numpyro
     import pyro
 

@@ -7,7 +7,7 @@ import contextlib
 import numpy as np
 
 BACKENDS = ("numpy", "numpyro", "pyro")
-# DESIGN §2: parity between backends on the same inputs and noise.
+# docs/architecture.md: parity between backends on the same inputs and noise.
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
 

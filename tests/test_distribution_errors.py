@@ -1,5 +1,5 @@
 """Bad input raises a ValueError / TypeError naming the argument and the value, on
-both backends (DESIGN §2.2: structure always, parameter values under validation,
+both backends (docs/architecture.md, validation: structure always, parameter values under validation,
 which the test suite turns on)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The NumPyro and Pyro distributions agree on the same inputs (DESIGN §2 tolerances:
+"""The NumPyro and Pyro distributions agree on the same inputs (docs/architecture.md tolerances:
 rtol 1e-5 in float32, 1e-10 in float64), and build identical noise tables."""
 
 import contextlib

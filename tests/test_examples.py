@@ -100,8 +100,8 @@ def test_ternary_pfp_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_sghmc_sparse_regression_smoke(tmp_path):
-    """DESIGN §3.3's pass rule: the five true inputs kept and >= 90 % of the other
-    input groups pruned."""
+    """The smoke pass rule (Ke & Fan Example 1 at P = 100; docs/reproductions.md):
+    the five true inputs kept and >= 90 % of the other input groups pruned."""
     res = _load("sghmc_sparse_regression").main(["--smoke", "--output", str(tmp_path)])
     assert res["true_inputs_kept"], res["kept_inputs"]
     assert res["other_inputs_pruned"] >= 0.9

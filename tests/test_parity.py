@@ -1,6 +1,6 @@
 """The core mechanism: one core function, three backends, the same numbers.
 
-DESIGN §2: NumPy in float64 is the oracle; the NumPyro and Pyro adapters agree with it
+docs/architecture.md: NumPy in float64 is the oracle; the NumPyro and Pyro adapters agree with it
 to rtol 1e-5 in float32 (XLA fuses multiply-adds, so exact equality is not expected)
 and 1e-10 in float64.
 """

@@ -119,17 +119,9 @@ class BlockSplit:
         totals = np.bincount(self.block_of, weights=kappa, minlength=len(self.index))
         return kappa * (math.exp(self.log_cb) / totals[self.block_of])
 
-    @staticmethod
-    def log_kappa(
-        phi: Any, index: Any, pad: Any, block_of: Any, log_cb: Any, special: Any
-    ) -> Any:
-        """``log kappa`` of the flat logits ``phi`` on any backend (``index``, ``pad``
-        and ``block_of`` as that backend's arrays)."""
-        lse = special.logsumexp(special.take(phi, index) + pad, axis=1)
-        return log_cb + phi - special.take(lse, block_of)
-
 
 def check_init_scale(init_scale: Any) -> float:
+    """The initial scale of a guide: a finite number > 0."""
     return check_number("init_scale", init_scale, low=0.0, open_low=True)
 
 

@@ -35,6 +35,7 @@ def check_bits_per_block(bits_per_block: Any) -> int:
 
 
 def not_gaussian(guide: Any) -> TypeError:
+    """The error for a guide that has no Gaussian posterior to code."""
     return TypeError(
         "encode needs an AutoMeanKL or AutoNormal guide (NumPyro or Pyro), got "
         f"{type(guide).__name__}"
@@ -42,6 +43,7 @@ def not_gaussian(guide: Any) -> TypeError:
 
 
 def check_real_site(name: str, fn: Any, is_real: bool) -> None:
+    """Refuse a site that is not real-valued: MIRACLE codes real sites only."""
     if not is_real:
         raise ValueError(
             f"site {name!r} is not real-valued ({type(fn).__name__}): MIRACLE codes "
@@ -50,4 +52,5 @@ def check_real_site(name: str, fn: Any, is_real: bool) -> None:
 
 
 def not_run_yet(what: str) -> ValueError:
+    """The error for a guide that has not been run (it has no sites yet)."""
     return ValueError(f"the {what} guide has not been run yet (train it first)")

@@ -159,6 +159,7 @@ def check_site(
 
 
 def unknown_sites_error(unknown: list[str], latent: list[str]) -> ValueError:
+    """The error for ``sites=`` names that are not the model's latent sites."""
     return ValueError(
         f"crossbar got unknown site name(s) {sorted(unknown)}; "
         "the model's latent sites "

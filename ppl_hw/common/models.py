@@ -47,6 +47,7 @@ MLP_CLASSIFIER_DOC = r"""Bayesian multilayer perceptron for classification.
 
 
 def layer_sizes(d_in: int, hidden: Sequence[int], d_out: int) -> tuple[int, ...]:
+    """The widths of an MLP: input, hidden layers, output."""
     return (int(d_in), *(int(h) for h in hidden), int(d_out))
 
 

@@ -108,6 +108,7 @@ def max_pool(x: Any, binary: bool, xp: Any, special: Any) -> Any:
 
 
 def avg_pool(x: Any, k: int, xp: Any) -> Any:
+    """``k`` x ``k`` average pooling of NCHW arrays or Moments."""
     from ..core import pfp
 
     check_pool(x, k)
@@ -127,6 +128,7 @@ def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
 
 
 def flatten(x: Any, xp: Any) -> Any:
+    """Reshape to ``(N, -1)``; Moments reshape both fields."""
     from ..core.pfp import Moments
 
     if is_moments(x):
@@ -136,6 +138,7 @@ def flatten(x: Any, xp: Any) -> Any:
 
 
 def check_dropout(p: Any) -> float:
+    """``nn.dropout``'s ``p``: a number in [0, 1)."""
     return check_dropout_p(p)
 
 

@@ -5,8 +5,6 @@ real-valued network), the low-precision export and the Taylor output term."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +19,6 @@ __all__ = [
     "DiscreteGuideMixin",
     "DiscreteSite",
     "check_elbo_args",
-    "output_mode",
-    "recorded_output",
     "taylor_correction",
 ]
 
@@ -44,6 +40,7 @@ class DiscreteSite:
 
 
 def check_elbo_args(kl_weight: Any, output: Any) -> tuple[float, str]:
+    """``PFP_ELBO``'s ``kl_weight`` (>= 0) and ``output`` (one of the outputs)."""
     kl = check_number("kl_weight", kl_weight, low=0.0)
     return kl, check_choice("output", output, OUTPUTS)
 
@@ -178,29 +175,8 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x, np.float64)
 
 
-# -- the Taylor output: sample_logits hands its Moments to PFP_ELBO ------------------
-
-_OUTPUT: list[tuple[str, list]] = []
-
-
-@contextmanager
-def output_mode(mode: str) -> Iterator[list]:
-    """While active, ``nn.sample_logits`` in ``"taylor"`` mode returns the mean
-    logits and records its Moments in the yielded list."""
-    rec: list = []
-    _OUTPUT.append((mode, rec))
-    try:
-        yield rec
-    finally:
-        _OUTPUT.pop()
-
-
-def recorded_output(x: Any) -> Any:
-    """``x.mean`` (recording ``x``) under a ``"taylor"`` PFP_ELBO, else ``None``."""
-    if _OUTPUT and _OUTPUT[-1][0] == "taylor":
-        _OUTPUT[-1][1].append(x)
-        return x.mean
-    return None
+# -- the Taylor output: sample_logits hands its Moments to PFP_ELBO through each
+# adapter's nn.TaylorOutput messenger ------------------------------------------------
 
 
 def taylor_correction(

@@ -21,6 +21,7 @@ __all__ = [
 
 
 def check_positive(name: str, v: Any) -> float:
+    """A finite number > 0, as a float."""
     return check_number(name, v, low=0.0, open_low=True)
 
 

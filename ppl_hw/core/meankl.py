@@ -40,7 +40,9 @@ from .backend import Special
 
 __all__ = [
     "LOG_RATIO_ITERATIONS",
+    "block_log_kappa",
     "lambertw0",
+    "log_kappa",
     "log_ratio",
     "log_ratio_grad",
     "meankl_loc_scale",
@@ -157,3 +159,48 @@ def lambertw0(z: Any, *, xp: Any, special: Special, num_iter: int = 8) -> Any:
         return xp.where(wp1 > 0, xp.clip(new, -1.0, None), w)
 
     return special.fori_loop(num_iter, step, w)
+
+
+def block_log_kappa(
+    phi: Any, index: Any, pad: Any, block_of: Any, log_cb: float, *, special: Special
+) -> Any:
+    r""":math:`\log\kappa` of flat logits ``phi`` shared out block by block: weight
+    :math:`j` of block :math:`b` gets :math:`\log C_b + \phi_j - \log\sum_{i \in b}
+    e^{\phi_i}`, so every block's KL is :math:`C_b` by construction.
+
+    :param index: ``(num_blocks, width)`` positions of each block's weights in
+        ``phi`` (padded with the block's first weight).
+    :param pad: ``(num_blocks, width)``: 0 for members, :math:`-\infty` for padding.
+    :param block_of: the block of each weight.
+    :param log_cb: :math:`\log C_b`, the same for every block.
+    """
+    lse = special.logsumexp(special.take(phi, index) + pad, axis=1)
+    return log_cb + phi - special.take(lse, block_of)
+
+
+def log_kappa(
+    phi: Any,
+    *,
+    log_budget: float,
+    num_weights: int,
+    blocks: tuple[Any, Any, Any, float] | None = None,
+    xp: Any,
+    special: Special,
+) -> Any:
+    r""":math:`\log\kappa` of every weight (flat) for a KL budget :math:`C`
+    (``log_budget`` = :math:`\log C`), by the guide's ``budget_split``:
+
+    - ``phi is None`` (``"equal"``): :math:`\log C - \log d` for each of the
+      :math:`d` = ``num_weights`` weights (a scalar, broadcast by the caller);
+    - ``blocks is None`` (``"learned"``): a softmax of the logits over all weights,
+      :math:`\log C + \phi_j - \log\sum_i e^{\phi_i}`;
+    - else (``"blocks"``): :func:`block_log_kappa` with ``blocks = (index, pad,
+      block_of, log_cb)``.
+
+    The KL of the whole guide is :math:`\sum_j \kappa_j = C` in every case.
+    """
+    if phi is None:
+        return log_budget - math.log(num_weights)
+    if blocks is not None:
+        return block_log_kappa(phi, *blocks, special=special)
+    return log_budget + phi - special.logsumexp(phi, axis=0)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS, base_distribution
-from .nn import Moments
+from .nn import Moments, TaylorOutput
 
 __all__ = ["PFP_ELBO", "AutoDiscreteWeight"]
 
@@ -270,7 +271,8 @@ class PFP_ELBO(ELBO):
 
         def single(key: Any) -> Any:
             seeded = handlers.seed(handlers.substitute(model, data=values), key)
-            with gc.output_mode(self.output) as rec:
+            rec = TaylorOutput()
+            with rec if self.output == "taylor" else nullcontext():
                 tr = handlers.trace(seeded).get_trace(*args, **kwargs)
             ll, observed = 0.0, []
             for name, site in tr.items():
@@ -287,7 +289,9 @@ class PFP_ELBO(ELBO):
                     if isinstance(base, CategoricalLogits):
                         observed.append((jnp.shape(base.logits), scale, _mask(site)))
             if self.output == "taylor":
-                ll = ll + gc.taylor_correction(rec, observed, jnp, BACKEND.special)
+                ll = ll + gc.taylor_correction(
+                    rec.moments, observed, jnp, BACKEND.special
+                )
             return ll
 
         if self.output == "sample" and self.num_particles > 1:

@@ -57,45 +57,46 @@ def _log_ratio_jvp(primals: Any, tangents: Any) -> Any:
     return t, _mk.log_ratio_grad(s, t, xp=_xp) * ds
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("num_weights",))
 def _meankl_sites(
     ms: dict,
     phis: dict | None,
     priors: dict,
-    log_c: float,
-    shared: float,
+    log_budget: float,
+    num_weights: int,
     blocks: tuple | None = None,
 ) -> dict[str, tuple[Any, Any]]:
-    """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites; jitted so an
-    eager call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
+    """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites, solved as one
+    flat vector in sorted site order (the order of the blocks); jitted so an eager
+    call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
     dispatching every operation of the Newton solve. ``blocks``: ``(index, pad,
     block_of, log_cb)`` of a :class:`~ppl_hw.common.autoguide.BlockSplit`."""
-    if phis is None:
-        log_kappa = {k: shared for k in ms}
-    elif blocks is not None:
-        names = sorted(phis)  # the order the BlockSplit was made in
-        flat = jnp.concatenate([phis[k].reshape(-1) for k in names])
-        lk = gc.BlockSplit.log_kappa(flat, *blocks, special=_sp)
-        ends = np.cumsum([phis[k].size for k in names])[:-1]
-        log_kappa = {
-            k: part.reshape(phis[k].shape)
-            for k, part in zip(names, jnp.split(lk, ends), strict=True)
-        }
-    else:
-        lse = jax.nn.logsumexp(jnp.stack([jax.nn.logsumexp(v) for v in phis.values()]))
-        log_kappa = {k: log_c + v - lse for k, v in phis.items()}
-    out = {}
-    for name, m in ms.items():
-        nu, rho = priors[name]
-        out[name] = _mk.meankl_loc_scale(
-            m,
-            log_kappa[name],
-            nu.astype(m.dtype),
-            rho.astype(m.dtype),
-            xp=_xp,
-            log_ratio_fn=_log_ratio,
+    names = sorted(ms)
+
+    def flat(d: dict) -> Any:
+        return jnp.concatenate([jnp.reshape(d[k], -1) for k in names])
+
+    m = flat(ms)
+    log_kappa = _mk.log_kappa(
+        None if phis is None else flat(phis),
+        log_budget=log_budget,
+        num_weights=num_weights,
+        blocks=blocks,
+        xp=_xp,
+        special=_sp,
+    )
+    nu = flat({k: priors[k][0] for k in names}).astype(m.dtype)
+    rho = flat({k: priors[k][1] for k in names}).astype(m.dtype)
+    loc, scale = _mk.meankl_loc_scale(
+        m, log_kappa, nu, rho, xp=_xp, log_ratio_fn=_log_ratio
+    )
+    ends = np.cumsum([ms[k].size for k in names])[:-1]
+    return {
+        k: (a.reshape(jnp.shape(ms[k])), b.reshape(jnp.shape(ms[k])))
+        for k, a, b in zip(
+            names, jnp.split(loc, ends), jnp.split(scale, ends), strict=True
         )
-    return out
+    }
 
 
 def _is_real(site: dict) -> bool:
@@ -270,10 +271,14 @@ class AutoMeanKL(AutoNormal):
         return f"{name}_{self.prefix}_m", f"{name}_{self.prefix}_phi"
 
     def _loc_scale(self, ms: dict, phis: dict | None) -> dict[str, tuple[Any, Any]]:
-        shared = math.log(self.budget) - math.log(self._num_weights)
         blocks = self._block_arrays if self._block_split is not None else None
         return _meankl_sites(
-            ms, phis, self._prior_arrays, math.log(self.budget), shared, blocks
+            ms,
+            phis,
+            self._prior_arrays,
+            math.log(self.budget),
+            self._num_weights,
+            blocks,
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

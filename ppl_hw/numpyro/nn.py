@@ -14,10 +14,10 @@ from typing import Any
 
 import jax.numpy as jnp
 from jax import lax
+from numpyro.primitives import _PYRO_STACK, Messenger
 
 from ..common import nn as nc
 from ..common.nn import conv_geometry
-from ..common.pfp import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
@@ -25,6 +25,7 @@ from .handlers import active_crossbar
 
 __all__ = [
     "Moments",
+    "TaylorOutput",
     "avg_pool",
     "batch_norm",
     "binary_dense",
@@ -207,9 +208,10 @@ def sample_logits(x: Any, *, rng_key: Any = None) -> Any:
     enter the ELBO's second-order term."""
     if not nc.is_moments(x):
         return x
-    mean = recorded_output(x)  # PFP_ELBO(output="taylor") takes the moments
-    if mean is not None:
-        return mean
+    recorder = TaylorOutput.active()  # PFP_ELBO(output="taylor") takes the moments
+    if recorder is not None:
+        recorder.moments.append(x)
+        return x.mean
     import numpyro
     from jax import random
 
@@ -220,3 +222,22 @@ def sample_logits(x: Any, *, rng_key: Any = None) -> Any:
         )
     eps = random.normal(key, jnp.shape(x.mean), jnp.result_type(x.mean))
     return x.mean + jnp.sqrt(x.var) * eps
+
+
+class TaylorOutput(Messenger):
+    """While active (``with TaylorOutput() as rec:``, on the host's handler stack),
+    :func:`sample_logits` returns the mean logits and appends its :class:`Moments` to
+    ``rec.moments``: how ``PFP_ELBO(output="taylor")`` receives the output moments for
+    its second-order term (no module-level state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moments: list = []
+
+    @staticmethod
+    def active() -> TaylorOutput | None:
+        """The innermost active recorder, if any."""
+        for handler in reversed(_PYRO_STACK):
+            if isinstance(handler, TaylorOutput):
+                return handler
+        return None

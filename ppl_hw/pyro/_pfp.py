@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import operator
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
 from .distributions._base import base_distribution
-from .nn import Moments
+from .nn import Moments, TaylorOutput
 
 __all__ = ["PFP_ELBO", "AutoDiscreteWeight"]
 
@@ -231,7 +232,8 @@ class PFP_ELBO(ELBO):
         n = self.num_particles if self.output == "sample" else 1
         ll = torch.zeros(())
         for _ in range(n):
-            with gc.output_mode(self.output) as rec:
+            rec = TaylorOutput()
+            with rec if self.output == "taylor" else nullcontext():
                 tr = poutine.trace(_SubstituteSamples(values)(model)).get_trace(
                     *args, **kwargs
                 )
@@ -255,7 +257,7 @@ class PFP_ELBO(ELBO):
                     mask = None if mask is None or isinstance(mask, bool) else mask
                     observed.append((base.logits.shape, site["scale"], mask))
             if self.output == "taylor":
-                ll = ll + gc.taylor_correction(rec, observed, _xp, _sp)
+                ll = ll + gc.taylor_correction(rec.moments, observed, _xp, _sp)
         return -(ll - self.kl_weight * guide.kl())
 
     def _get_trace(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover

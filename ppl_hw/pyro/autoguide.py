@@ -234,20 +234,25 @@ class AutoMeanKL(_Base):
         names = list(self._priors)
         ms = [operator.attrgetter(k)(self.ms) for k in names]
         m = torch.cat([v.reshape(-1) for v in ms])
-        log_c = math.log(self.budget)
+        phi = None
         if self.budget_split != "equal":
             phi = torch.cat(
                 [operator.attrgetter(k)(self.phis).reshape(-1) for k in names]
             )
-            if self._block_split is not None:
-                index, pad, block_of = self._block_tensors
-                log_kappa = gc.BlockSplit.log_kappa(
-                    phi, index, pad.to(phi), block_of, self._block_split.log_cb, _sp
-                )
-            else:
-                log_kappa = log_c + phi - phi.logsumexp(0)
-        else:
-            log_kappa = torch.full_like(m, log_c - math.log(self._num_weights))
+        blocks = None
+        if self._block_split is not None:
+            index, pad, block_of = self._block_tensors
+            blocks = (index, pad.to(m), block_of, self._block_split.log_cb)
+        log_kappa = _mk.log_kappa(
+            phi,
+            log_budget=math.log(self.budget),
+            num_weights=self._num_weights,
+            blocks=blocks,
+            xp=_xp,
+            special=_sp,
+        )
+        if phi is None:
+            log_kappa = torch.full_like(m, log_kappa)
         nu, rho = (a.to(m) for a in self._prior_flat)
         loc, scale = _mk.meankl_loc_scale(
             m, log_kappa, nu, rho, xp=_xp, log_ratio_fn=_LogRatio.apply

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 
 from ..common import nn as nc
 from ..common.nn import conv_geometry
-from ..common.pfp import recorded_output
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
@@ -25,6 +26,7 @@ from .handlers import active_crossbar
 
 __all__ = [
     "Moments",
+    "TaylorOutput",
     "avg_pool",
     "batch_norm",
     "binary_dense",
@@ -178,7 +180,27 @@ def sample_logits(x: Any) -> Any:
     logits are returned. See :func:`ppl_hw.numpyro.nn.sample_logits`."""
     if not nc.is_moments(x):
         return x
-    mean = recorded_output(x)
-    if mean is not None:
-        return mean
+    recorder = TaylorOutput.active()  # PFP_ELBO(output="taylor") takes the moments
+    if recorder is not None:
+        recorder.moments.append(x)
+        return x.mean
     return x.mean + x.var.sqrt() * torch.randn_like(x.mean)
+
+
+class TaylorOutput(Messenger):
+    """While active (``with TaylorOutput() as rec:``, on the host's handler stack),
+    :func:`sample_logits` returns the mean logits and appends its :class:`Moments` to
+    ``rec.moments``: how ``PFP_ELBO(output="taylor")`` receives the output moments for
+    its second-order term (no module-level state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moments: list = []
+
+    @staticmethod
+    def active() -> TaylorOutput | None:
+        """The innermost active recorder, if any."""
+        for handler in reversed(_PYRO_STACK):
+            if isinstance(handler, TaylorOutput):
+                return handler
+        return None

@@ -1,5 +1,5 @@
 """Crossbar non-idealities (NumPy core, float64) against the published formulas:
-aihwkit's PCM model (DESIGN §3.6), fault rates, quantisation levels, converter steps.
+aihwkit's PCM model (docs/crossbar.md), fault rates, quantisation levels, converter steps.
 
 Each statistical test compares a sample statistic of n devices with its exact value;
 tolerances are 5 standard errors (false alarm < 6e-7 per comparison) unless stated.
