@@ -10,12 +10,30 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent
+
+# One JAX compilation cache for the whole run, shared by the xdist workers and by the
+# processes the tests start (notebook kernels, examples, the demo, benchmarks): the
+# same XLA programs (a NumPyro guide's eager set-up alone compiles ~300 small ones) are
+# compiled once per run instead of once per process. The controller makes a fresh
+# folder before it starts the workers (they inherit the environment) and removes it at
+# the end, so nothing carries over between runs and every run starts cold, as CI's.
+_JAX_CACHE = None
+if (
+    "PYTEST_XDIST_WORKER" not in os.environ
+    and "JAX_COMPILATION_CACHE_DIR" not in os.environ
+):
+    _JAX_CACHE = tempfile.mkdtemp(prefix="ppl_hw-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _JAX_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 _BACKEND_DIRS = {"numpyro": ROOT / "numpyro", "pyro": ROOT / "pyro"}
 
 
@@ -33,6 +51,11 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    if _JAX_CACHE is not None:
+        shutil.rmtree(_JAX_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -50,13 +50,18 @@ def _methods(device: str) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """``main`` at the smoke size, once per backend: ``{backend: (rows, stdout,
-    stderr, output folder)}``."""
-    out = {}
-    for backend, device in DEVICE.items():
-        folder = tmp_path_factory.mktemp(f"demo_{backend}")
+class _Runs(dict):
+    """``main`` at the smoke size, run for a backend the first time a test asks for
+    it: ``{backend: (rows, stdout, stderr, output folder)}``. Lazy per backend, so
+    that xdist can run the two backends' tests (and their runs) on two workers."""
+
+    def __init__(self, tmp_path_factory):
+        super().__init__()
+        self._tmp = tmp_path_factory
+
+    def __missing__(self, backend):
+        device = DEVICE[backend]
+        folder = self._tmp.mktemp(f"demo_{backend}")
         argv = ["--size", "smoke", "--backend", backend, "--no-progress"]
         argv += ["--output", str(folder)]
         if device != "PCM":  # the default
@@ -64,8 +69,14 @@ def runs(tmp_path_factory):
         stdout, stderr = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             rows = demo.main(argv)
-        out[backend] = (rows, stdout.getvalue(), stderr.getvalue(), folder)
-    return out
+        self[backend] = (rows, stdout.getvalue(), stderr.getvalue(), folder)
+        return self[backend]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``main`` at the smoke size, once per backend (see :class:`_Runs`)."""
+    return _Runs(tmp_path_factory)
 
 
 def test_help_documents_the_options():

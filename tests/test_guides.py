@@ -109,13 +109,13 @@ GUIDES = {
 def test_one_line_swap_reaches_90_percent_on_the_digits(backend, name):
     if backend == "numpyro":
         guide = GUIDES[name][0](nmlp)
-        params = _numpyro_train(
-            nmlp, guide, 1500
-        )  # the identical SVI call for every guide
+        # the identical SVI call for every guide; 600 steps reach 96-97 % on both
+        # backends (measured), well clear of the 90 % the test asks
+        params = _numpyro_train(nmlp, guide, 600)
         acc = _numpyro_accuracy(nmlp, guide, params)
     else:
         guide = GUIDES[name][1](pmlp)
-        _pyro_train(pmlp, guide, 1500)
+        _pyro_train(pmlp, guide, 600)
         acc = _pyro_accuracy(pmlp, guide)
     assert acc >= 0.90, (backend, name, acc)
 
@@ -126,12 +126,13 @@ def test_binary_network_with_scale_dropout_reaches_85_percent(backend):
     if backend == "numpyro":
         model = functools.partial(nbinary, prior_scale=10.0)
         guide = nag.AutoScaleDropout(model, p=0.5, share_across_layers=True)
-        params = _numpyro_train(model, guide, 2000, elbo=numpyro.infer.Trace_ELBO())
+        # 800 steps: 94.7 % (NumPyro) and 96.4 % (Pyro) measured, against 85 %
+        params = _numpyro_train(model, guide, 800, elbo=numpyro.infer.Trace_ELBO())
         acc = _numpyro_accuracy(model, guide, params, num_samples=20)
     else:
         model = functools.partial(pbinary, prior_scale=10.0)
         guide = pag.AutoScaleDropout(model, p=0.5, share_across_layers=True)
-        _pyro_train(model, guide, 2000, elbo=pyro.infer.Trace_ELBO())
+        _pyro_train(model, guide, 800, elbo=pyro.infer.Trace_ELBO())
         acc = _pyro_accuracy(model, guide, num_samples=20)
     assert acc >= 0.85, acc
 

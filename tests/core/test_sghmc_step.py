@@ -174,7 +174,11 @@ def test_numpyro_kernel_steps_are_the_numpy_oracle(preconditioner):
         leaves, tree = jax.tree.flatten(state.z)
         keys = jax.random.split(k_noise, len(leaves))
         noise = jax.tree.unflatten(
-            tree, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+            tree,
+            [
+                jax.random.normal(k, x.shape, x.dtype)
+                for k, x in zip(keys, leaves, strict=True)
+            ],
         )
         want = core.step(
             _as_oracle_state(state, i, state.em_on),
