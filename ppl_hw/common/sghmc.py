@@ -13,6 +13,7 @@ __all__ = [
     "SpikeSlabEM",
     "check_positive",
     "configure",
+    "discrete_site_error",
     "ke_fan_kernel",
     "nonfinite_error",
     "select_plate",
@@ -250,4 +251,12 @@ def nonfinite_error(step: int, sites: list[str]) -> FloatingPointError:
     return FloatingPointError(
         f"SGHMC: non-finite values at step {step} in site(s) {sites}; "
         "lower step_size (or check the model's log density)"
+    )
+
+
+def discrete_site_error(name: str, fn: Any) -> ValueError:
+    """The error both kernels raise for a discrete latent site."""
+    return ValueError(
+        f"SGHMC needs continuous latent sites; site {name!r} is discrete "
+        f"({type(fn).__name__})"
     )

@@ -198,10 +198,7 @@ class SGHMC(MCMCKernel):
                     plates.append((name, int(size), int(sub)))
             elif site["type"] == "sample" and not site["is_observed"]:
                 if site["fn"].is_discrete:
-                    raise ValueError(
-                        f"SGHMC needs continuous latent sites; site {name!r} is "
-                        f"discrete ({type(site['fn']).__name__})"
-                    )
+                    raise sc.discrete_site_error(name, site["fn"])
                 self._num_weights += int(np.size(site["value"]))
                 ss = base_distribution(site["fn"])
                 if isinstance(ss, SpikeAndSlab):

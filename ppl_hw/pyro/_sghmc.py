@@ -123,10 +123,7 @@ class SGHMC(MCMCKernel):
             if site["is_observed"]:
                 continue
             if fn.support.is_discrete:
-                raise ValueError(
-                    f"SGHMC needs continuous latent sites; site {name!r} is "
-                    f"discrete ({type(fn).__name__})"
-                )
+                raise sc.discrete_site_error(name, fn)
             latent[name] = site
             ss = base_distribution(fn)
             if isinstance(ss, SpikeAndSlab):
