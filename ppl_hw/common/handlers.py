@@ -22,6 +22,7 @@ __all__ = [
     "check_latent_sites",
     "check_site",
     "chip_draws_numpy",
+    "innermost",
     "plan_site",
     "resolve_device",
     "site_kind",
@@ -285,3 +286,12 @@ class CrossbarState:
             unknown = [n for n in self.spec.named_sites if n not in self._seen]
             if unknown:
                 raise unknown_sites_error(unknown, sorted(self._seen))
+
+
+def innermost(stack: list, cls: type) -> Any:
+    """The innermost handler of type ``cls`` on a host's handler stack (NumPyro's or
+    Pyro's ``_PYRO_STACK``), or ``None``."""
+    for handler in reversed(stack):
+        if isinstance(handler, cls):
+            return handler
+    return None

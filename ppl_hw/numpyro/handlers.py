@@ -234,7 +234,4 @@ class crossbar(cc.CrossbarState, Messenger):
 
 def active_crossbar() -> crossbar | None:
     """The innermost active :class:`crossbar` handler, if any."""
-    for handler in reversed(_PYRO_STACK):
-        if isinstance(handler, crossbar):
-            return handler
-    return None
+    return cc.innermost(_PYRO_STACK, crossbar)

@@ -17,6 +17,7 @@ from jax import lax
 from numpyro.primitives import _PYRO_STACK, Messenger
 
 from ..common import nn as nc
+from ..common.handlers import innermost
 from ..common.nn import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
@@ -237,7 +238,4 @@ class TaylorOutput(Messenger):
     @staticmethod
     def active() -> TaylorOutput | None:
         """The innermost active recorder, if any."""
-        for handler in reversed(_PYRO_STACK):
-            if isinstance(handler, TaylorOutput):
-                return handler
-        return None
+        return innermost(_PYRO_STACK, TaylorOutput)

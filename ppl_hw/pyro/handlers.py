@@ -203,7 +203,4 @@ def crossbar(
 
 def active_crossbar() -> CrossbarMessenger | None:
     """The innermost active crossbar handler, if any."""
-    for handler in reversed(_PYRO_STACK):
-        if isinstance(handler, CrossbarMessenger):
-            return handler
-    return None
+    return cc.innermost(_PYRO_STACK, CrossbarMessenger)

@@ -18,6 +18,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import _PYRO_STACK
 
 from ..common import nn as nc
+from ..common.handlers import innermost
 from ..common.nn import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
@@ -200,7 +201,4 @@ class TaylorOutput(Messenger):
     @staticmethod
     def active() -> TaylorOutput | None:
         """The innermost active recorder, if any."""
-        for handler in reversed(_PYRO_STACK):
-            if isinstance(handler, TaylorOutput):
-                return handler
-        return None
+        return innermost(_PYRO_STACK, TaylorOutput)
