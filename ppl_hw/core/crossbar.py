@@ -22,17 +22,29 @@ the same values.
 4. stuck-at faults: a device is stuck at :math:`g_\min` with probability
    ``stuck_at_0`` and at :math:`g_\max` with probability ``stuck_at_1``; stuck
    devices ignore programming noise and drift;
-5. drift :math:`G(t) = G_p\,((t + t_0)/t_0)^{-\nu}` with a per-device exponent ν
-   (``"pcm"``: aihwkit's conductance-dependent law; ``"power"``:
-   :math:`\nu = |\mathcal N(\mu_\nu, \sigma_\nu)|`);
-6. read noise, fresh at every read: ``"pcm"``: aihwkit's accumulated 1/f noise
-   :math:`\max(0, G(t) + |G(t)|\,\sigma_\mathrm{read}(t)\,\xi)`; ``"gaussian"``:
-   relative σ;
-7. read back :math:`w = (G^+ - G^-)/s`, optionally times the global drift
-   compensation :math:`\alpha = \overline{|w_\mathrm{prog}|} / \overline{|w_t|}`
-   (aihwkit's ``GlobalDriftCompensation`` reads one-hot probes, whose output is the
-   weight matrix itself: its readout is the mean absolute weight; we take the
-   reference at programming without read noise).
+5. re-derivation (aihwkit's order: ``apply_drift_noise`` converts the *programmed*
+   weights to conductances again): :math:`w_p = (G_p^+ - G_p^-)/s`, then
+   :math:`G_2^\pm = \mathrm{clip}(\pm w_p s_2, 0, g_\max) + g_\min` with
+   :math:`s_2 = (g_\max - g_\min)/\max|w_p|` (skipped when neither drift nor read
+   noise acts: then the read is :math:`w_p`);
+6. drift :math:`G(t) = G_2\,((t + t_0)/t_0)^{-\nu}` with a per-device exponent ν
+   drawn at programming from the target conductance (``"pcm"``: aihwkit's
+   conductance-dependent law; ``"power"``: :math:`\nu = |\mathcal N(\mu_\nu,
+   \sigma_\nu)|`);
+7. read noise, fresh at every read: ``"pcm"``: aihwkit's accumulated 1/f noise
+   :math:`\max(0, G(t) + |G(t)|\,\sigma_\mathrm{read}(G_2, t)\,\xi)`;
+   ``"gaussian"``: relative σ;
+8. read back :math:`w = (G^+ - G^-)/s_2`, optionally times the global drift
+   compensation :math:`\alpha = \overline{|w_p|} / \overline{|w_t|}` (aihwkit's
+   ``GlobalDriftCompensation`` reads one-hot probes, whose output is the weight
+   matrix itself: its readout is the mean absolute weight; we take the reference at
+   programming without read noise).
+
+**Tiles.** A site is viewed as the ``(inputs, outputs)`` matrix a crossbar holds
+(its ``layout``, see :data:`LAYOUTS`); a matrix larger than
+``max_input_size`` × ``max_output_size`` is split into tiles and steps 1–8 run per
+tile: each tile has its own scale and its own drift compensation, and
+:func:`analog_matvec` its own periphery — as aihwkit's ``TileModuleArray``.
 
 Binary cells (MTJ, ours): the weight is one of two values; each cell is programmed to
 the wrong state with probability ``write_error_rate`` (once per chip) and read in
@@ -50,13 +62,19 @@ from .device import Device
 
 __all__ = [
     "DRAW_KINDS",
+    "LAYOUTS",
     "RRAM_PROG_COEFF",
     "analog_matvec",
-    "column_axis",
     "crossbar_weights",
+    "default_layout",
     "draw_shapes",
+    "from_matrix",
+    "num_tiles",
+    "out_draw_shape",
     "quantize_ste",
     "rram_programming_sigma",
+    "tile_bounds",
+    "to_matrix",
 ]
 
 DRAW_KINDS = {
@@ -84,24 +102,6 @@ def draw_shapes(
     of the differential pair (leading axis 2), or one per cell for binary cells."""
     per_cell = binary
     return {n: tuple(shape) if per_cell else (2, *shape) for n in names}
-
-
-def column_axis(ndim: int) -> int | None:
-    """The output ("column") axis of a weight array: the last of a 2-D ``(in, out)``
-    matrix, the first of a convolution kernel ``(out, in, kh, kw)``; ``None`` for
-    0-D and 1-D sites (which scale per layer)."""
-    if ndim <= 1:
-        return None
-    return -1 if ndim == 2 else 0
-
-
-def _abs_max(w: Any, device: Device, *, xp: Any) -> Any:
-    a = xp.abs(w)
-    axis = column_axis(w.ndim) if device.mapping == "column" else None
-    if axis is None:
-        return xp.max(a)
-    other = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
-    return xp.max(a, axis=other, keepdims=True)
 
 
 def quantize_ste(x: Any, step: Any, *, xp: Any, special: Special) -> Any:
@@ -181,6 +181,165 @@ def _binary_weights(
     return out + (w - special.stop_gradient(w))  # forward exactly out, gradient 1
 
 
+LAYOUTS = ("io", "oi", "kio")
+"""How a weight site's axes map onto the rows (inputs) and columns (outputs) of a
+crossbar: ``"io"`` — the last axis is the output, the others the input (a dense
+``(in, out)`` matrix: ppl_hw, flax, ``jnp`` ``x @ w``); ``"oi"`` — the first axis is
+the output, the others the input in ``(C, *kernel)`` order (``torch.nn.Linear``
+``(out, in)``, ``OIHW`` kernels of ppl_hw, torch and equinox); ``"kio"`` — kernel
+axes first, then input, then output (flax's ``HWIO`` kernels)."""
+
+
+def default_layout(ndim: int) -> str | None:
+    """The layout assumed for a site no routed layer has claimed: ``"io"`` for 2-D,
+    ``"oi"`` for kernels (3-D and more), ``None`` for 0-D and 1-D sites (one tile)."""
+    if ndim <= 1:
+        return None
+    return "io" if ndim == 2 else "oi"
+
+
+def to_matrix(w: Any, layout: str, *, xp: Any) -> Any:
+    """View the weights ``w`` as the ``(inputs, outputs)`` matrix a crossbar holds;
+    the input order is that of the im2col patches, ``(C, *kernel)``."""
+    if layout == "io":
+        return xp.reshape(w, (-1, w.shape[-1]))
+    if layout == "oi":
+        return xp.permute_dims(xp.reshape(w, (w.shape[0], -1)), (1, 0))
+    if layout == "kio":
+        k = w.ndim - 2
+        perm = (k, *range(k), k + 1)
+        return xp.reshape(xp.permute_dims(w, perm), (-1, w.shape[-1]))
+    raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+
+
+def from_matrix(m: Any, layout: str, shape: tuple[int, ...], *, xp: Any) -> Any:
+    """The inverse of :func:`to_matrix` for a site of ``shape``."""
+    if layout == "io":
+        return xp.reshape(m, shape)
+    if layout == "oi":
+        return xp.reshape(xp.permute_dims(m, (1, 0)), shape)
+    k = len(shape) - 2
+    moved = xp.reshape(m, (shape[-2], *shape[:k], shape[-1]))
+    inverse = (*range(1, k + 1), 0, k + 1)
+    return xp.permute_dims(moved, inverse)
+
+
+def tile_bounds(n: int, size: int | None) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` of the tiles covering ``n`` rows (or columns) with
+    at most ``size`` each (``None``: one tile)."""
+    if size is None or n <= size:
+        return [(0, n)]
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def num_tiles(shape: tuple[int, ...], layout: str | None, device: Device) -> int:
+    """How many tiles hold a site of ``shape`` in ``layout``."""
+    if layout is None or len(shape) < 2:
+        return 1
+    out = shape[0] if layout == "oi" else shape[-1]
+    rows = math.prod(shape) // max(out, 1)
+    return len(tile_bounds(rows, device.max_input_size)) * len(
+        tile_bounds(out, device.max_output_size)
+    )
+
+
+def _column_axis(ndim: int, layout: str | None) -> int | None:
+    if ndim <= 1 or layout is None:
+        return None
+    return 0 if layout == "oi" else -1
+
+
+def _abs_max(w: Any, device: Device, axis: int | None, *, xp: Any) -> Any:
+    a = xp.abs(w)
+    if device.mapping != "column" or axis is None:
+        return xp.max(a)
+    other = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
+    return xp.max(a, axis=other, keepdims=True)
+
+
+def _scale(w: Any, device: Device, axis: Any, grid: Any, *, xp: Any, special: Any):
+    """``s = span / max|w|`` (per layer/tile, or per column)."""
+    if grid is not None:
+        return (device.gmax - device.gmin) / (max(abs(v) for v in grid) or 1.0)
+    amax = special.stop_gradient(_abs_max(w, device, axis, xp=xp))
+    return (device.gmax - device.gmin) / xp.where(amax > 0, amax, 1.0)
+
+
+def _pair(w: Any, s: Any, device: Device, *, xp: Any) -> list:
+    span = device.gmax - device.gmin
+    return [
+        xp.clip(w * s, 0.0, span) + device.gmin,
+        xp.clip(-w * s, 0.0, span) + device.gmin,
+    ]
+
+
+def _tile_weights(
+    w: Any,
+    device: Device,
+    t: float,
+    chip: dict[str, Any],
+    read: dict[str, Any],
+    axis: int | None,
+    grid: Any,
+    *,
+    xp: Any,
+    special: Special,
+) -> Any:
+    """The chip's weights of one tile (``chip``/``read`` draws have a leading axis 2:
+    the + and the − device)."""
+    s = _scale(w, device, axis, grid, xp=xp, special=special)
+    gs = _pair(w, s, device, xp=xp)
+    if device.levels and grid is None:
+        step = (device.gmax - device.gmin) / (device.levels - 1)
+        gs = [
+            quantize_ste(g - device.gmin, step, xp=xp, special=special) + device.gmin
+            for g in gs
+        ]
+    progs, stucks = [], []
+    for i, g in enumerate(gs):
+        g_prog = g
+        if device.programming:
+            sigma = _programming_sigma(special.stop_gradient(g), device, xp=xp)
+            g_prog = xp.clip(g + sigma * chip["prog"][i], 0.0, None)
+        stuck = None
+        if "stuck" in chip:
+            u = chip["stuck"][i]
+            s0, s1 = device.stuck_at_0, device.stuck_at_0 + device.stuck_at_1
+            stuck = u < s1
+            g_prog = xp.where(u < s0, device.gmin, xp.where(stuck, device.gmax, g_prog))
+        progs.append(g_prog)
+        stucks.append(stuck)
+    w_prog = (progs[0] - progs[1]) / s
+    drifts = bool(device.drift and t > 0)
+    if not (drifts or device.read_noise):
+        return w_prog
+    # aihwkit's order: the programmed weights are converted to conductances again,
+    # rescaled by their own maximum, before drift and read noise act on them
+    s2 = _scale(w_prog, device, axis, None, xp=xp, special=special)
+    out = []
+    for i, g2 in enumerate(_pair(w_prog, s2, device, xp=xp)):
+        g_t = g2
+        if drifts:
+            nu = _drift_nu(special.stop_gradient(gs[i]), chip["nu"][i], device, xp=xp)
+            drifted = g2 * xp.exp(
+                -nu * math.log((t + device.drift_t0) / device.drift_t0)
+            )
+            g_t = drifted if stucks[i] is None else xp.where(stucks[i], g2, drifted)
+        if device.read_noise:
+            # the noise's size depends on the conductance, its gradient does not
+            # matter (and x**0.65 at x = 0 would give 0 * inf = NaN)
+            g_t = _read(
+                g_t, special.stop_gradient(g2), read["read"][i], t, device, xp=xp
+            )
+        out.append(g_t)
+    w_t = (out[0] - out[1]) / s2
+    if device.drift_compensation:
+        num = xp.mean(xp.abs(w_prog))
+        den = xp.mean(xp.abs(w_t))
+        w_t = w_t * special.stop_gradient(num / xp.where(den > 0, den, 1.0))
+    return w_t
+
+
 def crossbar_weights(
     w: Any,
     device: Device,
@@ -191,6 +350,7 @@ def crossbar_weights(
     xp: Any,
     special: Special,
     grid: tuple[float, ...] | None = None,
+    layout: str | None = "default",
 ) -> Any:
     """The weights a crossbar programmed with ``w`` returns when read at time ``t``.
 
@@ -203,95 +363,69 @@ def crossbar_weights(
     :param read: draws fresh at every read
         (:attr:`~ppl_hw.core.device.Device.read_draws`).
     :param grid: the value grid of a ``DiscreteWeight`` site (sorted), or ``None``.
+    :param layout: how the site's axes map onto the crossbar's rows and columns (one
+        of :data:`LAYOUTS`; ``"default"``: :func:`default_layout`; ``None``: the
+        whole site is one tile with one scale). A site larger than one tile
+        (``device.max_input_size`` × ``max_output_size``) is split into tiles, each
+        with its own scale and drift compensation.
     """
     if device.binary:
         return _binary_weights(w, device, chip, read, grid, xp=xp, special=special)
-    span = device.gmax - device.gmin
-    if grid is None:
-        amax = special.stop_gradient(_abs_max(w, device, xp=xp))
-        amax = xp.where(amax > 0, amax, 1.0)
-    else:
-        amax = max(abs(v) for v in grid) or 1.0
-    s = span / amax
-    gs = [
-        xp.clip(w * s, 0.0, span) + device.gmin,
-        xp.clip(-w * s, 0.0, span) + device.gmin,
-    ]
-    if device.levels and grid is None:
-        step = span / (device.levels - 1)
-        gs = [
-            quantize_ste(g - device.gmin, step, xp=xp, special=special) + device.gmin
-            for g in gs
-        ]
-    out, ref = [], []
-    for i, g in enumerate(gs):
-        g_prog = g
-        if device.programming:
-            sigma = _programming_sigma(special.stop_gradient(g), device, xp=xp)
-            g_prog = xp.clip(g + sigma * chip["prog"][i], 0.0, None)
-        stuck = None
-        if "stuck" in chip:
-            u = chip["stuck"][i]
-            s0, s1 = device.stuck_at_0, device.stuck_at_0 + device.stuck_at_1
-            stuck = u < s1
-            g_prog = xp.where(u < s0, device.gmin, xp.where(stuck, device.gmax, g_prog))
-        g_t = g_prog
-        if device.drift and t > 0:
-            nu = _drift_nu(special.stop_gradient(g), chip["nu"][i], device, xp=xp)
-            drifted = g_prog * xp.exp(
-                -nu * math.log((t + device.drift_t0) / device.drift_t0)
+    if layout == "default":
+        layout = default_layout(w.ndim)
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    axis = _column_axis(w.ndim, layout)
+    if num_tiles(tuple(w.shape), layout, device) == 1:
+        return _tile_weights(
+            w, device, t, chip, read, axis, grid, xp=xp, special=special
+        )
+    assert layout is not None
+    shape = tuple(w.shape)
+
+    def mat(a: Any) -> Any:
+        return to_matrix(a, layout, xp=xp)
+
+    m = mat(w)
+    cm = {k: [mat(v[0]), mat(v[1])] for k, v in chip.items()}
+    rm = {k: [mat(v[0]), mat(v[1])] for k, v in read.items()}
+    rows = []
+    for r0, r1 in tile_bounds(m.shape[0], device.max_input_size):
+        cols = []
+        for c0, c1 in tile_bounds(m.shape[1], device.max_output_size):
+
+            def cut(d: dict, r0: int = r0, r1: int = r1, c0: int = c0, c1: int = c1):
+                return {
+                    k: [v[0][r0:r1, c0:c1], v[1][r0:r1, c0:c1]] for k, v in d.items()
+                }
+
+            cols.append(
+                _tile_weights(
+                    m[r0:r1, c0:c1],
+                    device,
+                    t,
+                    cut(cm),
+                    cut(rm),
+                    -1,
+                    grid,
+                    xp=xp,
+                    special=special,
+                )
             )
-            g_t = drifted if stuck is None else xp.where(stuck, g_prog, drifted)
-        if device.read_noise:
-            # the noise's size depends on the conductance, its gradient does not
-            # matter (and x**0.65 at x = 0 would give 0 * inf = NaN)
-            g_t = _read(
-                g_t, special.stop_gradient(g_prog), read["read"][i], t, device, xp=xp
-            )
-        out.append(g_t)
-        ref.append(g_prog)
-    w_t = (out[0] - out[1]) / s
-    if device.drift_compensation:
-        w_ref = (ref[0] - ref[1]) / s
-        num = xp.mean(xp.abs(w_ref))
-        den = xp.mean(xp.abs(w_t))
-        w_t = w_t * special.stop_gradient(num / xp.where(den > 0, den, 1.0))
-    return w_t
+        rows.append(xp.concat(cols, axis=1))
+    return from_matrix(xp.concat(rows, axis=0), layout, shape, xp=xp)
 
 
-def analog_matvec(
-    x: Any,
-    w: Any,
-    device: Device,
-    out_draw: Any | None,
-    *,
-    xp: Any,
-    special: Special,
-) -> Any:
-    r"""``x @ w`` through the tile periphery of aihwkit's analog MVM, per input row:
+def out_draw_shape(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: Device
+) -> tuple[int, ...]:
+    """Shape of the output-noise draw of :func:`analog_matvec`: one standard normal
+    per output, per input row and per row of tiles, ``(R, *batch, m)``."""
+    r = len(tile_bounds(w_shape[0], device.max_input_size))
+    return (r, *x_shape[:-1], w_shape[-1])
 
-    1. noise management: :math:`v = x / \max_j |x_j|` (a zero row gives a zero
-       output);
-    2. bound management (aihwkit's ``ITERATIVE``, in one pass): the input is scaled
-       down by the smallest power of two ``red`` (at most 16) that keeps the
-       noise-free output within ``out_bound``;
-    3. DAC: :math:`v \leftarrow \mathrm{clip}(\mathrm{round}(v / r_i) r_i, \pm b_i)`,
-       :math:`r_i = 2 b_i / (2^{\mathrm{dac\_bits}} - 2)`;
-    4. crossbar product :math:`y = v W`;
-    5. IR drop (aihwkit's ``applyIrDrop``): with :math:`n` inputs,
-       :math:`a_k = \frac{n}{5.714\cdot10^5} \sum_j |\hat w_{jk}|\,|v_j|`
-       (:math:`\hat w = w / \max|w|`), :math:`c_k = a_k(a_k(0.05 a_k - 0.2) + 0.5)`,
-       :math:`y_k \leftarrow y_k
-       - \mathrm{ir\_drop}\; c_k \sum_j w_{jk} v_j (1 - p_j^2)`,
-       :math:`p_j = 1 - j/n`;
-    6. output noise :math:`y \leftarrow y + \sigma_o \xi` (``out_draw`` is ξ);
-    7. ADC: :math:`y \leftarrow \mathrm{clip}(\mathrm{round}(y / r_o) r_o, \pm b_o)`,
-       :math:`r_o = 2 b_o / (2^{\mathrm{adc\_bits}} - 2)`;
-    8. back to digital units: :math:`y \max|x|\,\mathrm{red}`.
 
-    Rounding has a straight-through gradient. ``x`` has shape ``(..., n)``, ``w``
-    shape ``(n, m)``.
-    """
+def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Any):
     nm = special.stop_gradient(xp.max(xp.abs(x), axis=-1, keepdims=True))
     live = nm > 0
     nm = xp.where(live, nm, 1.0)
@@ -322,9 +456,7 @@ def analog_matvec(
         p = 1.0 - xp.arange(n, dtype=w.dtype) / n
         y = y - device.ir_drop * c * ((v * (1.0 - p * p)) @ w)
     if device.out_noise:
-        if out_draw is None:
-            raise ValueError("analog_matvec needs out_draw: the device has out_noise")
-        y = y + device.out_noise * out_draw
+        y = y + device.out_noise * draw
     if device.adc_bits:
         step = 2.0 * device.out_bound / (2.0**device.adc_bits - 2.0)
         y = xp.clip(
@@ -333,3 +465,65 @@ def analog_matvec(
             device.out_bound,
         )
     return xp.where(live, y * (nm * red), 0.0)
+
+
+def analog_matvec(
+    x: Any,
+    w: Any,
+    device: Device,
+    out_draw: Any | None,
+    *,
+    xp: Any,
+    special: Special,
+) -> Any:
+    r"""``x @ w`` through the periphery of aihwkit's analog MVM, tile by tile.
+
+    ``w`` (shape ``(n, m)``) is split into tiles of at most ``device.max_input_size``
+    rows × ``max_output_size`` columns; each tile ``(i, j)`` computes, per input row,
+    from its slice ``x_i`` of the input:
+
+    1. noise management: :math:`v = x_i / \max_j |x_{ij}|` (a zero row gives a zero
+       output);
+    2. bound management (aihwkit's ``ITERATIVE``, in one pass): the input is scaled
+       down by the smallest power of two ``red`` (at most 16) that keeps the
+       noise-free output within ``out_bound``;
+    3. DAC: :math:`v \leftarrow \mathrm{clip}(\mathrm{round}(v / r_i) r_i, \pm b_i)`,
+       :math:`r_i = 2 b_i / (2^{\mathrm{dac\_bits}} - 2)`;
+    4. crossbar product :math:`y = v W_{ij}`;
+    5. IR drop (aihwkit's ``applyIrDrop``): with :math:`n` rows in the tile,
+       :math:`a_k = \frac{n}{5.714\cdot10^5} \sum_j |\hat w_{jk}|\,|v_j|`
+       (:math:`\hat w = w / \max|w|`), :math:`c_k = a_k(a_k(0.05 a_k - 0.2) + 0.5)`,
+       :math:`y_k \leftarrow y_k
+       - \mathrm{ir\_drop}\; c_k \sum_j w_{jk} v_j (1 - p_j^2)`,
+       :math:`p_j = 1 - j/n`;
+    6. output noise :math:`y \leftarrow y + \sigma_o \xi`;
+    7. ADC: :math:`y \leftarrow \mathrm{clip}(\mathrm{round}(y / r_o) r_o, \pm b_o)`,
+       :math:`r_o = 2 b_o / (2^{\mathrm{adc\_bits}} - 2)`;
+    8. back to digital units: :math:`y \max|x_i|\,\mathrm{red}`;
+
+    and the tiles' outputs are summed digitally over ``i`` (aihwkit's
+    ``TileModuleArray``). Rounding has a straight-through gradient.
+
+    :param x: inputs, shape ``(..., n)``.
+    :param w: the crossbar's weights, shape ``(n, m)``.
+    :param out_draw: standard normals ξ of shape :func:`out_draw_shape`
+        ``(R, ..., m)`` (``R`` rows of tiles; with one row of tiles ``(..., m)`` is
+        accepted too), or ``None`` when the device has no ``out_noise``.
+    """
+    if device.out_noise and out_draw is None:
+        raise ValueError("analog_matvec needs out_draw: the device has out_noise")
+    rows = tile_bounds(w.shape[0], device.max_input_size)
+    cols = tile_bounds(w.shape[1], device.max_output_size)
+    if out_draw is not None and out_draw.ndim == x.ndim:
+        out_draw = out_draw[None]
+    outs = []
+    for c0, c1 in cols:
+        y = None
+        for i, (r0, r1) in enumerate(rows):
+            draw = None if out_draw is None else out_draw[i][..., c0:c1]
+            part = _tile_matvec(
+                x[..., r0:r1], w[r0:r1, c0:c1], device, draw, xp=xp, special=special
+            )
+            y = part if y is None else y + part
+        outs.append(y)
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)

@@ -24,10 +24,16 @@ field(s)               effect
 ``binary``             binary (MTJ) cells with write errors and read disturbs
 =====================  ==============================================================
 
-Effects at :func:`nn.dense <ppl_hw.numpyro.nn.dense>` and ``nn.conv2d`` (the
-peripheral converters of the crossbar's tile): ``dac_bits`` (input quantisation),
-``adc_bits`` (output quantisation and clipping at ``out_bound``), ``out_noise``
-(additive output noise) and ``ir_drop`` (first-order IR drop).
+Effects at every matrix product whose weights the handler programmed (the
+peripheral converters of the crossbar's tiles; see :doc:`/crossbar` for the layers
+that are routed): ``dac_bits`` (input quantisation), ``adc_bits`` (output
+quantisation and clipping at ``out_bound``), ``out_noise`` (additive output noise)
+and ``ir_drop`` (first-order IR drop).
+
+Tiles: a weight matrix larger than ``max_input_size`` × ``max_output_size`` (default
+512 × 512, aihwkit's ``MappingParameter``) is split into tiles, each with its own
+weight scale, drift compensation, noise and bound management, DAC and ADC; the
+tiles' outputs are summed digitally (aihwkit's ``TileModuleArray``).
 """
 
 from __future__ import annotations
@@ -114,6 +120,10 @@ class Device:
     :param out_noise: standard deviation of the additive output noise (normalised
         output units), ``>= 0``.
     :param ir_drop: strength of the first-order IR-drop approximation, ``>= 0``.
+    :param max_input_size: rows of a tile (inputs of a layer per tile), an int
+        ``>= 1`` or ``None`` (one tile per layer, however large).
+    :param max_output_size: columns of a tile (outputs per tile), an int ``>= 1`` or
+        ``None``.
     """
 
     name: str = "custom"
@@ -146,6 +156,8 @@ class Device:
     out_bound: float = 12.0
     out_noise: float = 0.0
     ir_drop: float = 0.0
+    max_input_size: int | None = 512
+    max_output_size: int | None = 512
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -214,6 +226,9 @@ class Device:
         check_number("out_bound", self.out_bound, low=0.0, open_low=True)
         check_number("out_noise", self.out_noise, low=0.0)
         check_number("ir_drop", self.ir_drop, low=0.0)
+        for field in ("max_input_size", "max_output_size"):
+            value = getattr(self, field)
+            check_int(field, value, low=1, allow_none=True)
 
     def replace(self, **changes: Any) -> Device:
         """A copy with ``changes`` applied (and validated)."""

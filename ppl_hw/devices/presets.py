@@ -7,8 +7,12 @@ field, e.g.
 ``Device.replace`` does the same on an instance.
 
 - ``PCM`` (aihwkit): gmax 25 µS, gmin 0; programming noise, drift and read noise of
-  aihwkit's ``PCMLikeNoiseModel``; 7-bit DAC, 9-bit ADC, output noise 0.06,
-  ``out_bound`` 12 (aihwkit's ``IOParameters`` defaults).
+  aihwkit's ``PCMLikeNoiseModel``, applied in aihwkit's order (the programmed
+  weights are converted to conductances again before drift and read noise); global
+  drift compensation **on** (aihwkit's ``InferenceRPUConfig`` default,
+  ``GlobalDriftCompensation``; ``PCM(drift_compensation=False)`` for the raw
+  drift); 7-bit DAC, 9-bit ADC, output noise 0.06, ``out_bound`` 12 (aihwkit's
+  ``IOParameters`` defaults); 512 × 512 tiles (aihwkit's ``MappingParameter``).
 - ``RRAM`` (aihwkit + ours): gmax 40 µS (the fit's reference); programming noise of
   aihwkit's ``ReRamWan2022NoiseModel``; drift ``"power"`` with
   ν ~ abs(N(0.005, 0.002)) and Gaussian read noise of 1 % (ours: aihwkit's model has
@@ -43,6 +47,7 @@ def PCM(**overrides: Any) -> Device:
         drift="pcm",
         read_noise="pcm",
         drift_t0=20.0,
+        drift_compensation=True,
         t_read=250e-9,
         **_CONVERTERS,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
 from typing import Any
 
@@ -15,6 +16,7 @@ from numpyro.primitives import _PYRO_STACK, Messenger
 from ..common import handlers as cc
 from ..core import crossbar as cx
 from ..core.device import Device
+from . import _intercept
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS
@@ -69,13 +71,62 @@ def _draws(
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("device", "t", "grid"))
+@functools.partial(jax.jit, static_argnames=("device", "t", "grid", "layout"))
 def _crossbar_weights(
-    value: Any, chip: dict, read: dict, *, device: Device, t: float, grid: Any
+    value: Any,
+    chip: dict,
+    read: dict,
+    *,
+    device: Device,
+    t: float,
+    grid: Any,
+    layout: Any,
 ) -> Any:
     return cx.crossbar_weights(
-        value, device, t, chip, read, xp=_xp, special=_sp, grid=grid
+        value, device, t, chip, read, xp=_xp, special=_sp, grid=grid, layout=layout
     )
+
+
+def _dependencies(fn: Any, args: tuple, kwargs: dict, tr: dict) -> dict | None:
+    """Per site (sample: its log density; deterministic: its value), the latent
+    sites it depends on, by NumPyro's provenance tracking (abstract evaluation, no
+    array computation); ``None`` when the model cannot be traced abstractly."""
+    from numpyro.ops.provenance import eval_provenance
+
+    samples = {
+        n: s["value"]
+        for n, s in tr.items()
+        if s["type"] == "sample" and not s["is_observed"]
+    }
+
+    def outputs(**sample: Any) -> dict:
+        with (
+            numpyro.handlers.trace() as t2,
+            numpyro.handlers.seed(rng_seed=0),
+            numpyro.handlers.substitute(data=sample),
+        ):
+            fn(*args, **kwargs)
+        out = {}
+        for n, s in t2.items():
+            if s["type"] == "sample":
+                out[n] = s["fn"].log_prob(s["value"])
+            elif s["type"] == "deterministic":
+                out[n] = s["value"]
+        return out
+
+    try:
+        with numpyro.handlers.block():
+            prov = eval_provenance(outputs, **samples)
+    except Exception as err:
+        warnings.warn(
+            "crossbar: could not trace which sites depend on which "
+            f"({type(err).__name__}: {err}); sites=None takes the latent sites "
+            "outside every plate. Pass sites= to choose explicitly.",
+            cc.ConverterWarning,
+            stacklevel=4,
+        )
+        return None
+    return {n: frozenset(p) for n, p in prov.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("device",))
@@ -157,19 +208,40 @@ class crossbar(cc.CrossbarState, Messenger):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self._checked and self.fn is not None:
-            dry = numpyro.handlers.trace(numpyro.handlers.seed(self.fn, 0))
-            with numpyro.handlers.block():
-                tr = dry.get_trace(*args, **kwargs)
-            self._check({n: s for n, s in tr.items() if _is_latent(s)})
+            self._dry_run(args, kwargs)
         return super().__call__(*args, **kwargs)
+
+    def _dry_run(self, args: tuple, kwargs: dict) -> None:
+        """Trace the model once, invisibly: its latent sites (validated against
+        ``sites``), which of them are weights (:func:`~ppl_hw.common.handlers.\
+default_weight_sites`), and the layout of each layer that consumes one."""
+        self._dry = True
+        try:
+            with (
+                numpyro.handlers.block(),
+                numpyro.handlers.trace() as tr,
+                numpyro.handlers.seed(rng_seed=0),
+                self,
+            ):
+                self.fn(*args, **kwargs)
+        finally:
+            self._dry = False
+        latent = {n: s for n, s in tr.items() if _is_latent(s)}
+        deps = _dependencies(self.fn, args, kwargs, tr)
+        self._check(latent, *_site_infos(tr, latent, deps))
 
     def __enter__(self) -> crossbar:
         self._seen = set()
+        self._begin_run()
+        self._intercept = _intercept.install()
         return super().__enter__()
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        _intercept.uninstall(self._intercept)
         super().__exit__(exc_type, exc_value, traceback)
-        self._after_block(exc_type is None)
+        self._end_run(exc_type is None)
+        if not self._dry:
+            self._after_block(exc_type is None)
 
     # -- the effect ------------------------------------------------------------
     def process_message(self, msg: dict) -> None:
@@ -191,11 +263,25 @@ class crossbar(cc.CrossbarState, Messenger):
     def postprocess_message(self, msg: dict) -> None:
         if not _is_latent(msg):
             return
+        if self._dry:
+            self._register(msg["value"], msg["name"], None)
+            return
         plan = self._plan(msg)
         if plan is None:
             return
         name, (dev, grid) = msg["name"], plan
         value = jnp.asarray(msg["value"])
+        if dev.weight_effects_on:
+            value = self._program(name, value, dev, grid)
+            msg["value"] = value
+            self.applications[name] += 1
+        self._register(value, name, dev)
+        if self.spec.record and dev.weight_effects_on:
+            cc.outside_inner_handlers(
+                _PYRO_STACK, self, numpyro.deterministic, name + cc.CHIP_SUFFIX, value
+            )
+
+    def _program(self, name: str, value: Any, dev: Device, grid: Any) -> Any:
         shape, dtype = tuple(value.shape), value.dtype
         key = None
         if self.spec.reprogram == "per_sample" or dev.read_draws:
@@ -213,25 +299,42 @@ class crossbar(cc.CrossbarState, Messenger):
             if dev.read_draws
             else {}
         )
-        msg["value"] = _crossbar_weights(
-            value, chip, read, device=dev, t=self.spec.t_inference, grid=grid
+        return _crossbar_weights(
+            value,
+            chip,
+            read,
+            device=dev,
+            t=self.spec.t_inference,
+            grid=grid,
+            layout=self.layouts.get(name, "default"),
         )
-        self.applications[name] += 1
-        if self.spec.record:
-            numpyro.deterministic(name + cc.CHIP_SUFFIX, msg["value"])
 
-    # -- used by ppl_hw.numpyro.nn ---------------------------------------------
-    def matvec(self, x: Any, w: Any) -> Any:
-        """``x @ w`` through the converters of ``device`` (fresh output noise)."""
-        dev = self.spec.device
-        out = None
-        if dev.out_noise:
-            key = self._key("matvec")
-            shape = (*x.shape[:-1], w.shape[-1])
-            out = jax.random.normal(key, shape, jnp.result_type(x, w))
-        return _analog_matvec(x, w, out, device=dev)
+    # -- used by the routed layers (ppl_hw.numpyro.nn, flax, nnx, equinox) -------
+    def _normal(self, shape: tuple[int, ...], like: Any) -> Any:
+        return jax.random.normal(self._key("matvec"), shape, jnp.result_type(like))
+
+    def _matvec(self, x: Any, w: Any, draw: Any, device: Device) -> Any:
+        return _analog_matvec(x, w, draw, device=device)
 
 
 def active_crossbar() -> crossbar | None:
     """The innermost active :class:`crossbar` handler, if any."""
     return cc.innermost(_PYRO_STACK, crossbar)
+
+
+def _site_infos(tr: dict, latent: dict, deps: dict | None) -> tuple[dict, set]:
+    """:class:`~ppl_hw.common.handlers.SiteInfo` of each latent site and the plates
+    that hold observed sites, from a dry trace and the dependencies."""
+    observed_plates = {
+        f.name
+        for s in tr.values()
+        if s["type"] == "sample" and s["is_observed"] and not _is_latent(s)
+        for f in s["cond_indep_stack"]
+    }
+    return cc.site_infos(
+        {
+            n: (_site_kind(s)[0], frozenset(f.name for f in s["cond_indep_stack"]))
+            for n, s in latent.items()
+        },
+        deps,
+    ), observed_plates

@@ -1,9 +1,9 @@
 """Network primitives that know about the crossbar (NumPyro / JAX).
 
 Outside a :class:`~ppl_hw.numpyro.handlers.crossbar` handler they compute exactly
-(``x @ w + b``, ``lax.conv_general_dilated``); inside one whose device has converter
-effects, every matrix-vector product goes through the tile periphery of
-:func:`ppl_hw.core.crossbar.analog_matvec` (DAC, IR drop, output noise, ADC).
+(``x @ w + b``, ``lax.conv_general_dilated``); inside one, a product whose weights
+the handler programmed goes through the tiles and periphery of the site's device
+(:func:`ppl_hw.core.crossbar.analog_matvec`: DAC, IR drop, output noise, ADC).
 Layouts follow PyTorch on both backends: dense weights ``(in, out)``, images
 ``NCHW``, kernels ``OIHW``.
 """
@@ -22,6 +22,7 @@ from ..common.nn import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
+from ._intercept import route_conv
 from .handlers import active_crossbar
 
 __all__ = [
@@ -62,11 +63,15 @@ def dense(x: Any, w: Any, b: Any = None) -> jnp.ndarray:
         if active_crossbar() is not None:
             nc.no_pfp_rule("dense under the crossbar handler", x, w, b)
         return nc.linear_pfp(x, w, b, jnp.matmul, lambda a: a, jnp)
+    return _dense(x, w, b, w)
+
+
+def _dense(x: Any, w: Any, b: Any, programmed: Any) -> Any:
+    """``x @ w + b``, routed when ``programmed`` (``w`` itself, or the weights
+    ``w`` was computed from) is a weight the active handler programmed."""
     cb = active_crossbar()
-    if cb is not None and cb.device.converter_effects_on:
-        y = cb.matvec(x, w)
-    else:
-        y = x @ w
+    entry = None if cb is None else cb.chip_weight(programmed)
+    y = x @ w if entry is None else cb.route(x, w, entry, "io")
     return y if b is None else y + b
 
 
@@ -97,14 +102,18 @@ def conv2d(
 
         return nc.linear_pfp(x, w, b, op, lambda a: a.reshape(1, -1, 1, 1), jnp)
     cb = active_crossbar()
-    if cb is not None and cb.device.converter_effects_on:
-        o, c, kh, kw = w.shape
-        patches = lax.conv_general_dilated_patches(
-            x, (kh, kw), strides, [(p, p) for p in pads], dimension_numbers=dims
-        )  # (N, C*kh*kw, OH, OW), features ordered (C, kh, kw)
-        cols = jnp.moveaxis(patches, 1, -1)
-        y = cb.matvec(cols, w.reshape(o, c * kh * kw).T)
-        y = jnp.moveaxis(y, -1, 1)
+    entry = None if cb is None else cb.chip_weight(w)
+    if entry is not None:
+        y = route_conv(
+            cb,
+            entry,
+            x,
+            w,
+            "oi",
+            strides=strides,
+            padding=[(p, p) for p in pads],
+            channels_last=False,
+        )
     else:
         y = lax.conv_general_dilated(
             x, w, strides, [(p, p) for p in pads], dimension_numbers=dims
@@ -133,7 +142,7 @@ def binary_dense(x: Any, w: Any, scale: Any, b: Any = None) -> jnp.ndarray:
     :param b: optional bias, shape ``(out,)``.
     """
     nc.no_pfp_rule("binary_dense", x, w, scale, b)
-    y = dense(x, sign(w)) * scale
+    y = _dense(x, sign(w), None, w) * scale
     return y if b is None else y + b
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import pyro
@@ -16,6 +17,7 @@ from ..common import handlers as cc
 from ..core import crossbar as cx
 from ..core.device import Device
 from ._backend import BACKEND
+from ._intercept import ChipMode
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS
 
@@ -85,25 +87,88 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
             if not self._checked:
-                # a dry trace, invisible to outer handlers and to the random stream
-                state = pyro.util.get_rng_state()
-                try:
-                    with pyro.poutine.block():
-                        tr = pyro.poutine.trace(fn).get_trace(*args, **kwargs)
-                finally:
-                    pyro.util.set_rng_state(state)
-                self._check({n: s for n, s in tr.nodes.items() if _is_latent(s)})
+                self._dry_run(wrapped, args, kwargs)
             return wrapped(*args, **kwargs)
 
         return run
 
+    def _dry_run(self, wrapped: Any, args: tuple, kwargs: dict) -> None:
+        """Trace the model once, invisible to outer handlers and to the random
+        stream: its latent sites (validated against ``sites``), which of them are
+        weights (:func:`~ppl_hw.common.handlers.default_weight_sites`, from Pyro's
+        provenance tracking), and the layout of each layer that consumes one."""
+        state = pyro.util.get_rng_state()
+        self._dry = True
+        try:
+            with pyro.poutine.block():
+                try:
+                    prov = _Provenance()
+                    with torch.no_grad(), prov:
+                        tr = pyro.poutine.trace(wrapped).get_trace(*args, **kwargs)
+                    deps: dict | None = prov.deps
+                except Exception as err:
+                    warnings.warn(
+                        "crossbar: could not trace which sites depend on which "
+                        f"({type(err).__name__}: {err}); sites=None takes the latent "
+                        "sites outside every plate. Pass sites= to choose explicitly.",
+                        cc.ConverterWarning,
+                        stacklevel=4,
+                    )
+                    pyro.util.set_rng_state(state)
+                    self.layouts.clear()
+                    tr = pyro.poutine.trace(wrapped).get_trace(*args, **kwargs)
+                    deps = None
+        finally:
+            self._dry = False
+            pyro.util.set_rng_state(state)
+        latent = {n: s for n, s in tr.nodes.items() if _is_latent(s)}
+        observed_plates = {
+            f.name
+            for s in tr.nodes.values()
+            if s["type"] == "sample"
+            and s["is_observed"]
+            and not _is_latent(s)
+            and not site_is_subsample(s)
+            and not s["infer"].get("_deterministic")
+            for f in s["cond_indep_stack"]
+        }
+        infos = cc.site_infos(
+            {
+                n: (_site_kind(s)[0], frozenset(f.name for f in s["cond_indep_stack"]))
+                for n, s in latent.items()
+            },
+            deps,
+        )
+        self._check(latent, infos, observed_plates)
+
+    def _routing(self) -> bool:
+        """Whether products may need routing (a device with converters, or the dry
+        trace that learns the layouts)."""
+        spec = self.spec
+        if self._dry or (callable(spec.sites) and not isinstance(spec.sites, dict)):
+            return True
+        devs = [spec.device]
+        if isinstance(spec.sites, dict):
+            devs += [d for d in spec.sites.values() if d is not None]
+        return any(d.converter_effects_on for d in devs)
+
     def __enter__(self) -> CrossbarMessenger:
         self._seen = set()
-        return super().__enter__()
+        self._begin_run()
+        self._mode = ChipMode(self) if self._routing() else None
+        out = super().__enter__()
+        if self._mode is not None:
+            self._mode.__enter__()
+        return out
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if self._mode is not None:
+            self._mode.__exit__(exc_type, exc_value, traceback)
+            self._mode = None
         super().__exit__(exc_type, exc_value, traceback)
-        self._after_block(exc_type is None)
+        self._end_run(exc_type is None)
+        if not self._dry:
+            self._after_block(exc_type is None)
 
     def _pyro_sample(self, msg: dict) -> None:
         # innermost handler: is_observed still says what the model itself observed
@@ -113,11 +178,25 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
     def _pyro_post_sample(self, msg: dict) -> None:
         if not _is_latent(msg):
             return
+        if self._dry:
+            self._register(msg["value"], msg["name"], None)
+            return
         plan = self._plan(msg)
         if plan is None:
             return
         name, (dev, grid) = msg["name"], plan
         value = msg["value"]
+        if dev.weight_effects_on:
+            value = self._program(name, value, dev, grid)
+            msg["value"] = value
+            self.applications[name] += 1
+        self._register(value, name, dev)
+        if self.spec.record and dev.weight_effects_on:
+            cc.outside_inner_handlers(
+                _PYRO_STACK, self, pyro.deterministic, name + cc.CHIP_SUFFIX, value
+            )
+
+    def _program(self, name: str, value: Any, dev: Device, grid: Any) -> Any:
         shape = tuple(value.shape)
         if self.spec.reprogram == "once":
             chip = {
@@ -127,7 +206,7 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         else:
             chip = _draws(dev.chip_draws, shape, dev.binary, value)
         read = _draws(dev.read_draws, shape, dev.binary, value)
-        msg["value"] = cx.crossbar_weights(
+        return cx.crossbar_weights(
             value,
             dev,
             self.spec.t_inference,
@@ -136,19 +215,45 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
             xp=_xp,
             special=_sp,
             grid=grid,
+            layout=self.layouts.get(name, "default"),
         )
-        self.applications[name] += 1
-        if self.spec.record:
-            pyro.deterministic(name + cc.CHIP_SUFFIX, msg["value"])
 
-    def matvec(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``x @ w`` through the converters of ``device`` (fresh output noise)."""
-        dev = self.spec.device
-        out = None
-        if dev.out_noise:
-            shape = (*x.shape[:-1], w.shape[-1])
-            out = torch.randn(shape, dtype=torch.result_type(x, w), device=x.device)
-        return cx.analog_matvec(x, w, dev, out, xp=_xp, special=_sp)
+    # -- used by the routed products (ppl_hw.pyro.nn, torch via ChipMode) --------
+    def _normal(self, shape: tuple[int, ...], like: Any) -> Any:
+        return torch.randn(shape, dtype=like.dtype, device=like.device)
+
+    def _matvec(self, x: Any, w: Any, draw: Any, device: Device) -> Any:
+        return cx.analog_matvec(x, w, device, draw, xp=_xp, special=_sp)
+
+
+class _Provenance(Messenger):
+    """Pyro's provenance tracking for the dry trace (as
+    ``pyro.infer.inspect.TrackProvenance``, but also keeping what each site's log
+    density and each deterministic value depends on): ``deps[name]`` is the set of
+    latent sites a sample site's log density, or a deterministic site's value,
+    depends on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deps: dict[str, frozenset] = {}
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        from pyro.ops.provenance import (
+            ProvenanceTensor,
+            detach_provenance,
+            get_provenance,
+        )
+
+        if site_is_subsample(msg):
+            return
+        name = msg["name"]
+        if msg["infer"].get("_deterministic"):
+            self.deps[name] = frozenset(get_provenance(msg["value"]))
+            return
+        self.deps[name] = frozenset(get_provenance(msg["fn"].log_prob(msg["value"])))
+        if not msg["is_observed"] and isinstance(msg["value"], torch.Tensor):
+            value = detach_provenance(msg["value"])
+            msg["value"] = ProvenanceTensor(value, frozenset({name}))
 
 
 def crossbar(

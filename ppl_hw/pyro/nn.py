@@ -1,9 +1,9 @@
 """Network primitives that know about the crossbar (Pyro / PyTorch).
 
 Outside a :func:`~ppl_hw.pyro.handlers.crossbar` handler they compute exactly
-(``x @ w + b``, ``torch.nn.functional.conv2d``); inside one whose device has converter
-effects, every matrix-vector product goes through the tile periphery of
-:func:`ppl_hw.core.crossbar.analog_matvec` (DAC, IR drop, output noise, ADC). The
+(``x @ w + b``, ``torch.nn.functional.conv2d``); inside one, a product whose weights
+the handler programmed goes through the tiles and periphery of the site's device
+(:func:`ppl_hw.core.crossbar.analog_matvec`: DAC, IR drop, output noise, ADC). The
 same names and layouts as :mod:`ppl_hw.numpyro.nn`: dense weights ``(in, out)``,
 images ``NCHW``, kernels ``OIHW``.
 """
@@ -23,6 +23,7 @@ from ..common.nn import conv_geometry
 from ..core import nn as _core
 from ..core import pfp as _pfp
 from ._backend import BACKEND
+from ._intercept import conv2d_routed
 from .handlers import active_crossbar
 
 __all__ = [
@@ -67,11 +68,15 @@ def dense(
         if active_crossbar() is not None:
             nc.no_pfp_rule("dense under the crossbar handler", x, w, b)
         return nc.linear_pfp(x, w, b, torch.matmul, lambda a: a, _xp)
+    return _dense(x, w, b, w)
+
+
+def _dense(x: Any, w: Any, b: Any, programmed: Any) -> Any:
+    """``x @ w + b``, routed when ``programmed`` (``w`` itself, or the weights
+    ``w`` was computed from) is a weight the active handler programmed."""
     cb = active_crossbar()
-    if cb is not None and cb.device.converter_effects_on:
-        y = cb.matvec(x, w)
-    else:
-        y = x @ w
+    entry = None if cb is None else cb.chip_weight(programmed)
+    y = torch.matmul(x, w) if entry is None else cb.route(x, w, entry, "io")
     return y if b is None else y + b
 
 
@@ -104,14 +109,9 @@ def conv2d(
 
         return nc.linear_pfp(x, w, b, op, lambda a: a.reshape(1, -1, 1, 1), _xp)
     cb = active_crossbar()
-    if cb is not None and cb.device.converter_effects_on:
-        n, _, h, wd = x.shape
-        o, c, kh, kw = w.shape
-        cols = F.unfold(x, (kh, kw), padding=pads, stride=strides)  # (N, C*kh*kw, L)
-        y = cb.matvec(cols.transpose(1, 2), w.reshape(o, c * kh * kw).T)  # (N, L, O)
-        oh = (h + 2 * pads[0] - kh) // strides[0] + 1
-        ow = (wd + 2 * pads[1] - kw) // strides[1] + 1
-        y = y.transpose(1, 2).reshape(n, o, oh, ow)
+    entry = None if cb is None else cb.chip_weight(w)
+    if entry is not None:
+        y = conv2d_routed(cb, entry, x, w, strides, pads)
     else:
         y = F.conv2d(x, w, stride=strides, padding=pads)
     return y if b is None else y + b.reshape(1, -1, 1, 1)
@@ -138,7 +138,7 @@ def binary_dense(
     :param b: optional bias, shape ``(out,)``.
     """
     nc.no_pfp_rule("binary_dense", x, w, scale, b)
-    y = dense(x, sign(w)) * scale
+    y = _dense(x, sign(w), None, w) * scale
     return y if b is None else y + b
 
 
