@@ -378,6 +378,7 @@ class CrossbarState:
         self._defaults: set[str] | None = None
         self._live: dict[int, ChipWeight] = {}
         self._used: set[str] = set()
+        self._ndims: dict[str, int] = {}
         self._dry = False
 
     @property
@@ -432,6 +433,8 @@ class CrossbarState:
 
     def _register(self, value: Any, name: str, device: Device | None) -> None:
         self._live[id(value)] = ChipWeight(value, name, device)
+        if device is None:  # the dry trace: the site's own rank, without batch axes
+            self._ndims[name] = len(getattr(value, "shape", ()))
 
     def _register_view(self, value: Any, of: ChipWeight, transposed: bool) -> None:
         self._live[id(value)] = dataclasses.replace(
@@ -462,7 +465,7 @@ class CrossbarState:
                 for e in self._live.values()
                 if e.device is not None
                 and e.device.converter_effects_on
-                and len(getattr(e.value, "shape", ())) >= 2
+                and self._ndims.get(e.name, len(getattr(e.value, "shape", ()))) >= 2
                 and e.name not in self._used
             }
         )

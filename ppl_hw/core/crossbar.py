@@ -420,9 +420,15 @@ def out_draw_shape(
     x_shape: tuple[int, ...], w_shape: tuple[int, ...], device: Device
 ) -> tuple[int, ...]:
     """Shape of the output-noise draw of :func:`analog_matvec`: one standard normal
-    per output, per input row and per row of tiles, ``(R, *batch, m)``."""
-    r = len(tile_bounds(w_shape[0], device.max_input_size))
-    return (r, *x_shape[:-1], w_shape[-1])
+    per output of ``x @ w`` and per row of tiles, ``(R, *batch, m)``."""
+    r = len(tile_bounds(w_shape[-2], device.max_input_size))
+    if len(x_shape) == 1:
+        return (r, *w_shape[:-2], w_shape[-1])
+    a, b = x_shape[:-2], w_shape[:-2]
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    batch = tuple(max(i, j) if 1 in (i, j) else i for i, j in zip(a, b, strict=True))
+    return (r, *batch, x_shape[-2], w_shape[-1])
 
 
 def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Any):
@@ -447,7 +453,7 @@ def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special:
         )
     y = v @ w
     if device.ir_drop:
-        n = w.shape[0]
+        n = w.shape[-2]
         wmax = special.stop_gradient(xp.max(xp.abs(w)))
         a = (n / _IR_DROP_G_RATIO) * (
             xp.abs(v) @ (xp.abs(w) / xp.where(wmax > 0, wmax, 1.0))
@@ -505,16 +511,22 @@ def analog_matvec(
     ``TileModuleArray``). Rounding has a straight-through gradient.
 
     :param x: inputs, shape ``(..., n)``.
-    :param w: the crossbar's weights, shape ``(n, m)``.
+    :param w: the crossbar's weights, shape ``(n, m)`` (or ``(..., n, m)``: a batch
+        of crossbars, as ``matmul`` broadcasts).
     :param out_draw: standard normals ξ of shape :func:`out_draw_shape`
         ``(R, ..., m)`` (``R`` rows of tiles; with one row of tiles ``(..., m)`` is
         accepted too), or ``None`` when the device has no ``out_noise``.
     """
     if device.out_noise and out_draw is None:
         raise ValueError("analog_matvec needs out_draw: the device has out_noise")
-    rows = tile_bounds(w.shape[0], device.max_input_size)
-    cols = tile_bounds(w.shape[1], device.max_output_size)
-    if out_draw is not None and out_draw.ndim == x.ndim:
+    rows = tile_bounds(w.shape[-2], device.max_input_size)
+    cols = tile_bounds(w.shape[-1], device.max_output_size)
+    if (
+        out_draw is not None
+        and len(rows) == 1
+        and out_draw.ndim
+        < (len(out_draw_shape(tuple(x.shape), tuple(w.shape), device)))
+    ):
         out_draw = out_draw[None]
     outs = []
     for c0, c1 in cols:
@@ -522,7 +534,12 @@ def analog_matvec(
         for i, (r0, r1) in enumerate(rows):
             draw = None if out_draw is None else out_draw[i][..., c0:c1]
             part = _tile_matvec(
-                x[..., r0:r1], w[r0:r1, c0:c1], device, draw, xp=xp, special=special
+                x[..., r0:r1],
+                w[..., r0:r1, c0:c1],
+                device,
+                draw,
+                xp=xp,
+                special=special,
             )
             y = part if y is None else y + part
         outs.append(y)

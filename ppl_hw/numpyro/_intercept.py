@@ -238,6 +238,26 @@ def _nnx_conv(orig: Any) -> Any:
     return __call__
 
 
+def _warn_vmapped_noise(x: Any, entry: Any) -> None:
+    """Equinox layers take one example; under ``jax.vmap`` one call draws one
+    output-noise sample for the whole vmapped batch (a key cannot be split per
+    example inside vmap): say so when the device has output noise."""
+    dev = entry.device
+    if dev is not None and dev.out_noise and type(x).__name__ == "BatchTracer":
+        import warnings
+
+        from ..common.handlers import ConverterWarning
+
+        warnings.warn(
+            f"crossbar: site {entry.name!r} runs in an equinox layer under jax.vmap: "
+            "its converters' output noise is one draw shared by every example of the "
+            "vmapped batch (call the layer on a batch, e.g. with ppl_hw.numpyro.nn."
+            "dense, for independent noise per example, or set out_noise=0)",
+            ConverterWarning,
+            stacklevel=4,
+        )
+
+
 def _eqx_linear(orig: Any) -> Any:
     def __call__(self: Any, x: Any, *, key: Any = None) -> Any:
         cb = _active()
@@ -247,6 +267,7 @@ def _eqx_linear(orig: Any) -> Any:
         if self.in_features == "scalar" or self.out_features == "scalar":
             cb._unroutable(entry, "equinox Linear with scalar features")
             return orig(self, x, key=key)
+        _warn_vmapped_noise(x, entry)
         y = cb.route(x, self.weight.T, entry, "oi")
         return y if self.bias is None else y + self.bias
 
@@ -262,7 +283,7 @@ def _eqx_conv(orig: Any) -> Any:
         if self.groups != 1 or self.padding_mode != "ZEROS":
             cb._unroutable(entry, f"equinox {type(self).__name__} (groups/padding)")
             return orig(self, x, key=key)
-        nsp = self.weight.ndim - 2
+        _warn_vmapped_noise(x, entry)
         y = route_conv(
             cb,
             entry,
@@ -274,7 +295,6 @@ def _eqx_conv(orig: Any) -> Any:
             rhs_dilation=self.dilation,
             channels_last=False,
         )[0]
-        del nsp
         return y if not self.use_bias else y + self.bias
 
     return __call__

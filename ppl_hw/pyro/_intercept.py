@@ -111,7 +111,7 @@ class ChipMode(TorchFunctionMode):
             if entry is not None:
                 b = _arg(args, kwargs, 2, "bias")
                 layout = "io" if entry.transposed else "oi"
-                y = cb.route(x, w.T, entry, layout)
+                y = cb.route(x, w.mT, entry, layout)
                 return y if b is None else y + b
         elif func is F.conv2d:
             w = _arg(args, kwargs, 1, "weight")
@@ -147,7 +147,9 @@ class ChipMode(TorchFunctionMode):
                 return cb.route(a, b, eb, "oi" if eb.transposed else "io")
             if ea is not None and a.ndim == 2 and b.ndim in (1, 2):  # w @ x
                 layout = "io" if ea.transposed else "oi"
-                return cb.route(b.T, a.T, ea, layout).T
+                if b.ndim == 1:
+                    return cb.route(b, a.mT, ea, layout)
+                return cb.route(b.mT, a.mT, ea, layout).mT
         elif func in _TRANSPOSES:
             out = func(*args, **kwargs)
             entry = cb.chip_weight(args[0])

@@ -264,3 +264,140 @@ def test_out_noise_units_and_ir_drop_sign():
     expected = 512 - c * np.sum(1 - p * p)
     assert y[0, 0] == pytest.approx(expected, rel=1e-12)
     assert 0.1 < 1 - y[0, 0] / 512 < 0.15
+
+
+# -- tiles ---------------------------------------------------------------------
+
+
+def _tiled_reference(x, w, dev, draws, tile=512):
+    """aihwkit's TileModuleArray by hand: per tile (i, j) of at most tile x tile,
+    abs-max noise management of the tile's input slice, iterative bound management,
+    DAC, product, output noise, ADC, rescale; the tiles' outputs summed over i."""
+    n, m = w.shape
+    rin = 2 * dev.inp_bound / (2**dev.dac_bits - 2)
+    rout = 2 * dev.out_bound / (2**dev.adc_bits - 2)
+    y = np.zeros((x.shape[0], m))
+    for i, r0 in enumerate(range(0, n, tile)):
+        xs = x[:, r0 : r0 + tile]
+        for c0 in range(0, m, tile):
+            ws = w[r0 : r0 + tile, c0 : c0 + tile]
+            for k in range(x.shape[0]):
+                amax = np.abs(xs[k]).max()
+                v = xs[k] / amax
+                peak = np.abs(v @ ws).max() / dev.out_bound
+                red = 1.0
+                while peak / red > 1.0 and red < 16:
+                    red *= 2
+                v = np.clip(
+                    np.round(v / red / rin) * rin, -dev.inp_bound, dev.inp_bound
+                )
+                out = v @ ws + dev.out_noise * draws[i, k, c0 : c0 + tile]
+                out = np.clip(
+                    np.round(out / rout) * rout, -dev.out_bound, dev.out_bound
+                )
+                y[k, c0 : c0 + tile] += out * amax * red
+    return y
+
+
+def test_a_784_x_1000_layer_on_512_tiles_equals_the_tiled_reference():
+    dev = devices.PCM()
+    assert (dev.max_input_size, dev.max_output_size) == (512, 512)
+    g = np.random.default_rng(11)
+    x = g.uniform(-1, 1, size=(6, 784)) * np.r_[np.ones(512), 5 * np.ones(272)]
+    w = g.normal(size=(784, 1000)) * 0.05
+    shape = cx.out_draw_shape(x.shape, w.shape, dev)
+    assert shape == (2, 6, 1000)
+    draws = g.standard_normal(shape)
+    got = matvec(x, w, dev, draws)
+    np.testing.assert_allclose(
+        got, _tiled_reference(x, w, dev, draws), rtol=1e-5, atol=1e-5
+    )
+    # one tile for the whole layer is a different device (one input normalisation)
+    whole = dev.replace(max_input_size=None, max_output_size=None)
+    one = matvec(x, w, whole, draws[:1])
+    assert np.max(np.abs(one - got)) > 1e-2
+
+
+def test_layers_smaller_than_a_tile_are_unchanged_by_tiling():
+    dev = devices.PCM(mapping="column")
+    w = rng.normal(size=(64, 10))
+    x = rng.normal(size=(5, 64))
+    draws = _draws(dev.chip_draws, w.shape), _draws(dev.read_draws, w.shape, seed=9)
+    untiled = dev.replace(max_input_size=None, max_output_size=None)
+    np.testing.assert_array_equal(
+        weights(w, dev, 3600.0, *draws), weights(w, untiled, 3600.0, *draws)
+    )
+    xi = rng.standard_normal((5, 10))
+    np.testing.assert_array_equal(matvec(x, w, dev, xi), matvec(x, w, untiled, xi))
+
+
+@pytest.mark.parametrize(
+    "layout, shape",
+    [
+        ("io", (700, 600)),
+        ("oi", (600, 700)),
+        ("oi", (40, 30, 5, 5)),
+        ("kio", (5, 5, 30, 40)),
+    ],
+)
+def test_tiled_weights_are_per_tile_programming_of_the_crossbar_matrix(layout, shape):
+    """Each tile has its own scale and drift compensation: the tiled site equals
+    the core applied tile by tile to the (inputs, outputs) matrix."""
+    dev = devices.PCM(max_input_size=256, max_output_size=300)
+    w = rng.normal(size=shape) * np.linspace(0.1, 2.0, shape[-1])
+    chip, read = (
+        _draws(dev.chip_draws, w.shape),
+        _draws(dev.read_draws, w.shape, seed=4),
+    )
+    got = weights(w, dev, 86_400.0, chip, read, layout=layout)
+    m = cx.to_matrix(w, layout, xp=np)
+    np.testing.assert_array_equal(cx.from_matrix(m, layout, shape, xp=np), w)
+    cm = {
+        k: np.stack([cx.to_matrix(v[j], layout, xp=np) for j in (0, 1)])
+        for k, v in chip.items()
+    }
+    rm = {
+        k: np.stack([cx.to_matrix(v[j], layout, xp=np) for j in (0, 1)])
+        for k, v in read.items()
+    }
+    expected = np.zeros_like(m)
+    for r0, r1 in cx.tile_bounds(m.shape[0], 256):
+        for c0, c1 in cx.tile_bounds(m.shape[1], 300):
+            cut = lambda d: {k: v[:, r0:r1, c0:c1] for k, v in d.items()}  # noqa: B023, E731
+            expected[r0:r1, c0:c1] = weights(
+                m[r0:r1, c0:c1], dev, 86_400.0, cut(cm), cut(rm), layout=None
+            )
+    np.testing.assert_allclose(cx.to_matrix(got, layout, xp=np), expected, rtol=1e-12)
+    assert cx.num_tiles(shape, layout, dev) == len(
+        cx.tile_bounds(m.shape[0], 256)
+    ) * len(cx.tile_bounds(m.shape[1], 300))
+
+
+def test_aihwkit_order_rederives_conductances_before_drift():
+    """aihwkit's apply_drift_noise converts the programmed weights to conductances
+    again (rescaled by their own maximum): with a noisy anchor at the maximum, the
+    drift acts on w_prog * gmax / max|w_prog|."""
+    dev = devices.PCM(read_noise=None, drift_compensation=False)
+    w = np.r_[1.0, np.full(999, 0.5)]
+    chip = _draws(dev.chip_draws, w.shape, seed=3)
+    prog_only = weights(w, dev, 0.0, chip, {})  # t = 0: no drift, no re-derivation
+    got = weights(w, dev, 86_400.0, chip, {})
+    s2 = dev.gmax / np.max(np.abs(prog_only))
+    gp = np.clip(prog_only * s2, 0, dev.gmax)
+    gm = np.clip(-prog_only * s2, 0, dev.gmax)
+    s1 = dev.gmax
+    g_target = [np.clip(w * s1, 0, dev.gmax), np.clip(-w * s1, 0, dev.gmax)]
+    nu = [
+        pcm.pcm_drift_nu(g_target[i], chip["nu"][i], gmax=dev.gmax, scale=1.0, xp=np)
+        for i in (0, 1)
+    ]
+    lg = math.log((86_400.0 + 20.0) / 20.0)
+    expected = (gp * np.exp(-nu[0] * lg) - gm * np.exp(-nu[1] * lg)) / s2
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [0, -2, 2.5, True, "512"])
+def test_tile_sizes_must_be_positive_ints(value):
+    for field in ("max_input_size", "max_output_size"):
+        with pytest.raises((TypeError, ValueError), match=field):
+            devices.PCM(**{field: value})
