@@ -484,6 +484,24 @@ def _bad_cases():
             r"device must be a ppl_hw.config.Device",
         ),
         (
+            "callable returns a non-Device",
+            lambda m, cb: cb(m, device=devices.PCM(), sites=lambda msg: "PCM"),
+            TypeError,
+            r"sites\('w'\) must return a Device or None, got str",
+        ),
+        (
+            "tile size 0",
+            lambda m, cb: cb(m, device=devices.PCM(max_input_size=0)),
+            ValueError,
+            r"max_input_size must be >= 1, got 0",
+        ),
+        (
+            "tile size not an int",
+            lambda m, cb: cb(m, device=devices.PCM(max_output_size=256.0)),
+            TypeError,
+            r"max_output_size must be an int or None, got 256.0",
+        ),
+        (
             "bad reprogram",
             lambda m, cb: cb(m, device=devices.PCM(), reprogram="always"),
             ValueError,

@@ -22,8 +22,11 @@ import pyro.distributions as pdist
 import pytest
 import torch
 from flax import nnx
-from numpyro.contrib.module import random_eqx_module, random_flax_module
-from numpyro.contrib.module import random_nnx_module
+from numpyro.contrib.module import (
+    random_eqx_module,
+    random_flax_module,
+    random_nnx_module,
+)
 from numpyro.infer import Predictive as NPredictive
 from pyro.infer import Predictive as PPredictive
 from pyro.nn import PyroModule, PyroSample

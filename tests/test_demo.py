@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from ppl_hw import demo
+from ppl_hw import demo, metrics
 from ppl_hw.datasets import load_digits
 from ppl_hw.demo._common import (
     CODING_BITS_PER_BLOCK,
     DEMO_KL_BUDGET_BITS,
+    DEPLOY_CHIPS,
     DEPLOY_TIMES,
     DEVICES,
     TERNARY_METHOD,
@@ -30,6 +31,7 @@ MEANKL = meankl_method(BITS)
 DEPLOYED = ("AutoNormal", MEANKL, "AutoDeviceNoise, MTJ shape")
 # the smoke runs: NumPyro on the default device, Pyro on the ideal one
 DEVICE = {"numpyro": "PCM", "pyro": "Ideal"}
+CHIPS = DEPLOY_CHIPS["smoke"]
 
 
 def _methods(device: str) -> list[str]:
@@ -90,6 +92,7 @@ def test_help_documents_the_options():
         "--backend",
         "--size",
         "--device",
+        "--chips",
         "--steps",
         "--num-samples",
         "--seed",
@@ -115,7 +118,7 @@ def test_smoke_run_prints_and_writes_the_table(runs, backend):
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) |"
         " bits/weight | size (bytes) | time (s) |" in printed
     )
-    assert f"device={device}" in printed
+    assert f"device={device}, chips={CHIPS}" in printed
     assert "| generator | samples | bandwidth | mean | variance |" in printed
     for gen in ("gaussian_noise", "uniform_noise", "mtj_noise", "pcm_read_noise"):
         assert f"| {gen} |" in printed
@@ -136,7 +139,10 @@ def test_smoke_run_prints_and_writes_the_table(runs, backend):
     for r in rows:
         # 300 SVI steps already separate the digits far above chance (10 %)
         assert r.accuracy > 0.5 and r.nll > 0 and 0 <= r.ece <= 1
-        assert r.probs.shape == (450, 10)
+        # a deployed row keeps the predictions of each of its chips
+        chips = () if r.deployed is None else (CHIPS,)
+        assert r.probs.shape == (*chips, 450, 10)
+        assert r.chips == (None if r.deployed is None else CHIPS)
     sparsity = [r.sparsity for r in rows if "SpikeAndSlab prior" in r.method]
     assert all(0 < s < 1 for s in sparsity)
     # the kernel's share of pruned weights
@@ -187,28 +193,41 @@ def test_deployed_rows_on_the_ideal_device_equal_the_posterior(runs):
     assert [r.deployed for r in deployed] == [m for m in DEPLOYED for _ in range(3)]
     for r in deployed:
         assert r.device == "Ideal" and r.read_time in DEPLOY_TIMES.values()
-        # the same posterior samples, and the ideal chip changes nothing
-        np.testing.assert_array_equal(r.probs, offchip[r.deployed].probs)
+        # the same posterior samples, and the ideal chips change nothing
+        for probs in r.probs:
+            np.testing.assert_array_equal(probs, offchip[r.deployed].probs)
         assert (r.accuracy, r.nll, r.ece) == (
             offchip[r.deployed].accuracy,
             offchip[r.deployed].nll,
             offchip[r.deployed].ece,
         )
+        assert (r.accuracy_sd, r.nll_sd, r.ece_sd) == (0.0, 0.0, 0.0)
 
 
 def test_deployed_rows_on_pcm_drift_away_from_the_posterior(runs):
-    rows = runs["numpyro"][0]
+    rows, printed = runs["numpyro"][:2]
     offchip = {r.method: r for r in rows if r.deployed is None}
     for method in DEPLOYED:
         deployed = [r for r in rows if r.deployed == method]
         assert [r.read_time for r in deployed] == list(DEPLOY_TIMES.values())
         assert all(r.device == "PCM" and r.kl_bits is None for r in deployed)
-        # programming noise, drift and read noise change the predictions; the NLL
-        # grows with the drift from 1 s to 1 year
+        # programming noise, drift and read noise change the predictions, chip by
+        # chip; the NLL grows with the drift from 1 s to 1 year
         for r in deployed:
-            assert not np.array_equal(r.probs, offchip[method].probs)
-            assert r.accuracy > 0.8
+            assert r.chips == CHIPS and not np.array_equal(r.probs[0], r.probs[1])
+            assert not np.array_equal(r.probs[0], offchip[method].probs)
+            assert r.accuracy > 0.8 and r.nll_sd > 0 and r.ece_sd > 0
+            # the mean and sd over the chips, each scored on its own predictions
+            nll = [metrics.nll(p, load_digits().y_test) for p in r.probs]
+            assert r.nll == pytest.approx(np.mean(nll), rel=1e-12)
+            assert r.nll_sd == pytest.approx(np.std(nll, ddof=1), rel=1e-9)
         assert deployed[-1].nll > deployed[0].nll
+        # printed as mean ± sd over the chips
+        (line,) = [
+            ln for ln in printed.splitlines() if f"| {deployed[0].method} |" in ln
+        ]
+        assert f"| {100 * deployed[0].accuracy:.1f} ± " in line
+        assert f"| {deployed[0].nll:.3f} ± {deployed[0].nll_sd:.3f} |" in line
 
 
 @pytest.mark.parametrize("backend", DEVICE)
@@ -222,16 +241,27 @@ def test_figures_are_written(runs, backend):
 def test_reliability_bins_are_those_of_the_ece(runs):
     labels = load_digits().y_test
     for r in runs["numpyro"][0]:
-        conf, acc, count = reliability_bins(r.probs, labels)
-        assert conf.shape == acc.shape == count.shape == (15,)
-        assert count.sum() == labels.size
-        full = count > 0
-        ece = np.sum(count[full] / labels.size * np.abs(acc[full] - conf[full]))
-        assert ece == pytest.approx(r.ece, abs=1e-12)
+        # a deployed row's ECE is the mean of its chips' ECEs
+        eces = []
+        for probs in [r.probs] if r.deployed is None else r.probs:
+            conf, acc, count = reliability_bins(probs, labels)
+            assert conf.shape == acc.shape == count.shape == (15,)
+            assert count.sum() == labels.size
+            full = count > 0
+            eces.append(
+                np.sum(count[full] / labels.size * np.abs(acc[full] - conf[full]))
+            )
+        assert np.mean(eces) == pytest.approx(r.ece, abs=1e-12)
 
 
 @pytest.mark.parametrize(
-    "argv", [["--steps", "0"], ["--backend", "tensorflow"], ["--device", "GPU"]]
+    "argv",
+    [
+        ["--steps", "0"],
+        ["--chips", "0"],
+        ["--backend", "tensorflow"],
+        ["--device", "GPU"],
+    ],
 )
 def test_bad_options_exit_with_usage(argv):
     with pytest.raises(SystemExit) as err:

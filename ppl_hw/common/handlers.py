@@ -380,6 +380,7 @@ class CrossbarState:
         self._used: set[str] = set()
         self._ndims: dict[str, int] = {}
         self._dry = False
+        self._in_route = False
 
     @property
     def device(self) -> Device:
@@ -496,7 +497,13 @@ class CrossbarState:
         site's device (:func:`ppl_hw.core.crossbar.analog_matvec`), exact when the
         device has no converter effects (or in the dry trace)."""
         self._claim(entry, layout)
-        dev = entry.device
+        self._in_route = True  # the products below are the route's own
+        try:
+            return self._route(x, w, entry.device)
+        finally:
+            self._in_route = False
+
+    def _route(self, x: Any, w: Any, dev: Device | None) -> Any:
         if dev is None or not dev.converter_effects_on:
             return x @ w
         draw = None

@@ -2,7 +2,8 @@
 
 Run it with ``make demo`` or ``python -m ppl_hw.demo`` (``--help`` lists the
 options: ``--backend numpyro|pyro|both``, ``--size smoke|default``, ``--device
-PCM|RRAM|MTJ|Ideal``, ``--output FOLDER``, ``--no-progress``; the default size takes
+PCM|RRAM|MTJ|Ideal``, ``--chips N``, ``--output FOLDER``, ``--no-progress``; the
+default size takes
 about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
 
 * fits each device-noise generator of :mod:`ppl_hw.devices` with ``EmpiricalNoise``
@@ -22,10 +23,13 @@ about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
   ``AutoDiscreteWeight`` and ``PFP_ELBO(kl_weight=0.1)`` on both backends and
   evaluates its most probable network;
 * deploys the real-valued posteriors (``AutoNormal``, ``AutoMeanKL``,
-  ``AutoDeviceNoise``) on one simulated crossbar chip of ``--device`` (default
-  ``PCM``; ``crossbar(..., device=...)``) read 1 s, 1 day and 1 year after
-  programming, with the same posterior samples as off-chip (on ``Ideal`` the
-  deployed rows equal the off-chip ones);
+  ``AutoDeviceNoise``) on ``--chips`` simulated crossbar chips of ``--device``
+  (default ``PCM``; 3 chips, 2 at the smoke size) read 1 s, 1 day and 1 year after
+  programming, with one deployment sweep per posterior
+  (``ppl_hw.numpyro.deploy.deployment_sweep``: ``crossbar(..., device=...,
+  seed=seed + i)`` for chip ``i``), with the same posterior samples as off-chip (on
+  ``Ideal`` the deployed rows equal the off-chip ones); a deployed row is the mean
+  over the chips, ± their standard deviation;
 * prints one table (backend, method, test accuracy, NLL, ECE, sparsity, KL to the
   prior in bits, bits per weight, size in bytes, time), where sparsity is the share
   of weights whose posterior slab probability (at the posterior median) is below 0.5
@@ -38,7 +42,8 @@ about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
 and writes the table (``results.md``, ``results.json``) and two figures drawn from
 the rows' test-set predictive probabilities (``accuracy_vs_time.png``: accuracy of
 each deployed posterior against the read time, off-chip accuracy as reference;
-``reliability.png``: reliability diagrams in the ECE's 15 confidence bins) to an
+``reliability.png``: reliability diagrams in the ECE's 15 confidence bins, a
+deployed posterior's over all its chips) to an
 output folder (``demo_output`` by default) whose path it prints.
 """
 
@@ -56,6 +61,7 @@ from ..datasets import load_digits
 from ._common import (
     BACKENDS,
     CODING_BITS_PER_BLOCK,
+    DEPLOY_CHIPS,
     DEPLOY_TIMES,
     DEVICES,
     SIZES,
@@ -115,8 +121,14 @@ def run(cfg: DemoConfig) -> tuple[list[NoiseRow], list[Row]]:
     return noise, rows
 
 
+def _spread(mean: float, sd: float | None, fmt: str, scale: float = 1.0) -> str:
+    text = f"{scale * mean:{fmt}}"
+    return text if sd is None else f"{text} ± {scale * sd:{fmt}}"
+
+
 def format_table(rows: Sequence[Row]) -> str:
-    """The main table as Markdown."""
+    """The main table as Markdown (a deployed row on several chips: mean ± standard
+    deviation over the chips)."""
     lines = [
         "| backend | method | test accuracy | NLL | ECE | sparsity | KL (bits) "
         "| bits/weight | size (bytes) | time (s) |",
@@ -128,8 +140,10 @@ def format_table(rows: Sequence[Row]) -> str:
         bits = "—" if r.bits_per_weight is None else f"{r.bits_per_weight:.2f}"
         size = "—" if r.size_bytes is None else f"{r.size_bytes:,}"
         lines.append(
-            f"| {r.backend} | {r.method} | {100 * r.accuracy:.1f} % | {r.nll:.3f} "
-            f"| {r.ece:.3f} | {sparsity} | {kl} | {bits} | {size} "
+            f"| {r.backend} | {r.method} "
+            f"| {_spread(r.accuracy, r.accuracy_sd, '.1f', 100)} % "
+            f"| {_spread(r.nll, r.nll_sd, '.3f')} | {_spread(r.ece, r.ece_sd, '.3f')} "
+            f"| {sparsity} | {kl} | {bits} | {size} "
             f"| {r.seconds:.1f} |"
         )
     return "\n".join(lines)
@@ -161,7 +175,7 @@ def _size_help() -> str:
         parts.append(
             f"'{name}': {steps} SVI and SGHMC steps, {ternary_steps(steps)} ternary "
             f"steps, {samples} predictive samples, {CODING_BITS_PER_BLOCK[name]}-bit "
-            "MIRACLE blocks"
+            f"MIRACLE blocks, {DEPLOY_CHIPS[name]} chips"
         )
     return (
         "run size (default: default). "
@@ -181,9 +195,9 @@ def _parser() -> argparse.ArgumentParser:
             "EmpiricalNoise; the Bayesian MLP 64-64-10 with AutoNormal (Normal and "
             "spike-and-slab priors), AutoMeanKL (MIRACLE-coded too), AutoDeviceNoise "
             "and SGHMC + spike-and-slab EM, and the ternary PFP network "
-            "64-256-256-10; the real-valued posteriors deployed on a simulated "
-            f"crossbar read at t = {times}. Prints one table (accuracy, NLL, ECE, "
-            "sparsity, KL, bits per weight, compressed size) and writes it with "
+            "64-256-256-10; the real-valued posteriors deployed on simulated "
+            f"crossbar chips read at t = {times}. Prints one table (accuracy, NLL, "
+            "ECE, sparsity, KL, bits per weight, compressed size) and writes it with "
             "the figures to an output folder whose path it prints."
         ),
         epilog=(
@@ -213,6 +227,14 @@ def _parser() -> argparse.ArgumentParser:
             "'MTJ' (binary cells: the real-valued weights are binarised first, "
             "sign(w) mean|w| per layer, which costs much of the accuracy) or 'Ideal' "
             "(no effect: the deployed rows equal the off-chip ones) (default: PCM)"
+        ),
+    )
+    p.add_argument(
+        "--chips",
+        type=int,
+        help=(
+            "simulated chips (seeds --seed, --seed + 1, ...) each deployed posterior "
+            "is read on; its rows show the mean ± sd over them (overrides --size's)"
         ),
     )
     p.add_argument("--steps", type=int, help="SVI and SGHMC steps (overrides --size's)")
@@ -277,7 +299,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         steps = args.steps
     if args.num_samples is not None:
         num_samples = args.num_samples
-    for name, value in (("--steps", steps), ("--num-samples", num_samples)):
+    chips = DEPLOY_CHIPS[args.size] if args.chips is None else args.chips
+    for name, value in (
+        ("--steps", steps),
+        ("--num-samples", num_samples),
+        ("--chips", chips),
+    ):
         if value < 1:
             parser.error(f"{name} must be >= 1, got {value}")
     cfg = DemoConfig(
@@ -290,12 +317,16 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         seed=args.seed,
         progress=not args.no_progress,
         device=args.device,
+        chips=chips,
     )
     noise, rows = run(cfg)
     out = args.output
     write_outputs(out, cfg, noise, rows, load_digits().y_test)
     print()
-    print(f"ppl_hw {__version__} demo, size={cfg.size}, device={cfg.device}")
+    print(
+        f"ppl_hw {__version__} demo, size={cfg.size}, device={cfg.device}, "
+        f"chips={cfg.chips}"
+    )
     print("\nDevice-noise shapes fitted by EmpiricalNoise (standardised):")
     print(format_noise_table(noise))
     print("\nDigits, Bayesian MLP 64-64-10 (ternary row: 64-256-256-10):")

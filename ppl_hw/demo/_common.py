@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
@@ -17,6 +18,7 @@ __all__ = [
     "BACKENDS",
     "CODING_BITS_PER_BLOCK",
     "DEMO_KL_BUDGET_BITS",
+    "DEPLOY_CHIPS",
     "DEPLOY_TIMES",
     "DEVICES",
     "GAUSSIAN_ENTROPY",
@@ -32,7 +34,9 @@ __all__ = [
     "Row",
     "coded_method",
     "coded_row",
+    "deploy",
     "deploy_method",
+    "deployment_rows",
     "evaluate",
     "kl_bits",
     "meankl_method",
@@ -58,6 +62,11 @@ BACKENDS = ("numpyro", "pyro")
 
 DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
 """Times since programming (seconds) at which the demo reads the crossbar."""
+
+DEPLOY_CHIPS = {"smoke": 2, "default": 3}
+"""Simulated chips (seeds ``seed``, ``seed + 1``, ...) each deployed posterior is
+evaluated on, per run size (``--chips`` overrides): a deployed row is the mean over
+them, with their standard deviation."""
 
 DEVICES: dict[str, Callable[[], Device]] = {
     "PCM": devices.PCM,
@@ -170,6 +179,7 @@ class DemoConfig:
     seed: int = 0
     progress: bool = True
     device: str = "PCM"
+    chips: int = DEPLOY_CHIPS["default"]
 
 
 @dataclass(frozen=True)
@@ -187,10 +197,14 @@ class Row:
     ``size_bytes`` is the size of the coded network's file
     (:meth:`ppl_hw.coding.CompressedModel.save`: header, coding distribution, indices,
     checksum), ``None`` for the other rows. A deployed row (the posterior of the
-    off-chip row ``deployed`` run on a simulated crossbar of ``device``, read
-    ``read_time`` seconds after programming) has these three set, the others ``None``.
-    ``probs`` holds the test set's predictive class probabilities (for the figures;
-    not written to JSON, see :func:`row_dict`).
+    off-chip row ``deployed`` run on ``chips`` simulated crossbars of ``device``, read
+    ``read_time`` seconds after programming, by a deployment sweep) has these four
+    set, the others ``None``; its accuracy, NLL and ECE are the means over the chips,
+    and ``accuracy_sd``, ``nll_sd`` and ``ece_sd`` their standard deviations over the
+    chips (``ddof=1``; ``None`` for one chip and for the off-chip rows).
+    ``probs`` holds the test set's predictive class probabilities, shape ``(N, C)``;
+    for a deployed row one array per chip, ``(chips, N, C)`` (for the figures; not
+    written to JSON, see :func:`row_dict`).
     """
 
     backend: str
@@ -206,6 +220,10 @@ class Row:
     deployed: str | None = None
     device: str | None = None
     read_time: float | None = None
+    chips: int | None = None
+    accuracy_sd: float | None = None
+    nll_sd: float | None = None
+    ece_sd: float | None = None
     probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
@@ -261,9 +279,6 @@ def evaluate(
     kl_bits: float | None = None,
     bits_per_weight: float | None = None,
     size_bytes: int | None = None,
-    deployed: str | None = None,
-    device: str | None = None,
-    read_time: float | None = None,
 ) -> Row:
     """Test accuracy, NLL and ECE of predictive probabilities, as a :class:`Row`
     (which keeps the probabilities)."""
@@ -279,8 +294,95 @@ def evaluate(
         kl_bits=kl_bits,
         bits_per_weight=bits_per_weight,
         size_bytes=size_bytes,
-        deployed=deployed,
-        device=device,
-        read_time=read_time,
         probs=probs,
     )
+
+
+def deployment_rows(
+    backend: str,
+    sweep,
+    data: Split,
+    cfg: DemoConfig,
+    seconds: float,
+    kl_bits: float | None = None,
+) -> tuple[Row, list[Row]]:
+    """The off-chip row and the deployed rows (one per read time: mean and standard
+    deviation over the chips) of a deployment sweep (``include_clean`` and
+    ``keep_predictions``, times ``DEPLOY_TIMES``) labelled with the off-chip
+    method's name. ``seconds`` is the time of the sweep and of the training before
+    it: the off-chip row takes it less the deployed cells' own times."""
+    cells = sweep.rows[1:]
+    method = sweep.rows[0]["label"]
+    offchip = evaluate(
+        backend,
+        method,
+        sweep.predictions[0],
+        data,
+        seconds - sum(r["seconds"] for r in cells),
+        kl_bits=kl_bits,
+    )
+    summary = {g["t"]: g for g in sweep.summary()}
+    deployed = []
+    for label, t in DEPLOY_TIMES.items():
+        mine = [i for i, r in enumerate(sweep.rows) if r["t"] == t]
+        g = summary[t]
+
+        def sd(metric: str, g=g) -> float | None:
+            return None if g["n"] < 2 else g[f"{metric}_sd"]
+
+        deployed.append(
+            Row(
+                backend=backend,
+                method=deploy_method(method, cfg.device, label),
+                accuracy=g["accuracy_mean"],
+                nll=g["nll_mean"],
+                ece=g["ece_mean"],
+                seconds=sum(sweep.rows[i]["seconds"] for i in mine),
+                deployed=method,
+                device=cfg.device,
+                read_time=t,
+                chips=g["n"],
+                accuracy_sd=sd("accuracy"),
+                nll_sd=sd("nll"),
+                ece_sd=sd("ece"),
+                probs=np.stack([sweep.predictions[i] for i in mine]),
+            )
+        )
+    return offchip, deployed
+
+
+def deploy(
+    backend: str,
+    deployment_sweep: Callable,
+    model,
+    guide,
+    method: str,
+    data: Split,
+    cfg: DemoConfig,
+    start: float,
+    kl_bits: float | None = None,
+    **extra,
+) -> tuple[Row, list[Row]]:
+    """The off-chip row and the deployed rows of a trained posterior, from one
+    ``deployment_sweep`` (the backend's, given ``extra`` arguments such as NumPyro's
+    ``params``) on the test set: ``cfg.chips`` chips of ``cfg.device`` from seed
+    ``cfg.seed``, read at ``DEPLOY_TIMES``, with the off-chip row and the predictions
+    kept for the figures. ``start`` is when the training started (the off-chip
+    row's time runs from there)."""
+    sweep = deployment_sweep(
+        model,
+        guide,
+        data.x_test,
+        data.y_test,
+        device=DEVICES[cfg.device](),
+        times=list(DEPLOY_TIMES.values()),
+        chips=cfg.chips,
+        num_samples=cfg.num_samples,
+        seed=cfg.seed,
+        rng_seed=cfg.seed + 1,
+        label=method,
+        keep_predictions=True,
+        **extra,
+    )
+    seconds = time.perf_counter() - start
+    return deployment_rows(backend, sweep, data, cfg, seconds, kl_bits)

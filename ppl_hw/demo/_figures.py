@@ -127,7 +127,8 @@ def reliability(rows: Sequence[Row], labels, path: Path) -> Path:
     """Reliability diagrams: accuracy against mean confidence in the ECE's 15 bins
     (those with at least ``MIN_BIN_COUNT`` examples), one row of panels per backend,
     the off-chip methods on the left, the deployed posteriors on the right (colour:
-    the posterior, as on the left; line style: the read time)."""
+    the posterior, as on the left; line style: the read time; the predictions of all
+    the chips of a deployed row pooled)."""
     from matplotlib.lines import Line2D
 
     backends = _backends(rows)
@@ -140,7 +141,7 @@ def reliability(rows: Sequence[Row], labels, path: Path) -> Path:
         for r in rows:
             if r.backend != backend or r.probs is None:
                 continue
-            conf, acc, count = reliability_bins(r.probs, labels)
+            conf, acc, count = reliability_bins(*_pooled(r.probs, labels))
             keep = count >= MIN_BIN_COUNT
             offchip = r.deployed is None
             ax_off_on = ax_off if offchip else ax_on
@@ -189,6 +190,16 @@ def reliability(rows: Sequence[Row], labels, path: Path) -> Path:
             )
     fig.savefig(path, dpi=120)
     return path
+
+
+def _pooled(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    """A deployed row's probabilities of all its chips ``(chips, N, C)`` as one
+    set of ``chips * N`` predictions, with the labels repeated (an off-chip row's
+    ``(N, C)`` as they are)."""
+    p = np.asarray(probs)
+    if p.ndim == 2:
+        return p, np.asarray(labels)
+    return p.reshape(-1, p.shape[-1]), np.tile(labels, p.shape[0])
 
 
 def _read_times(rows: Sequence[Row]) -> dict[float, str]:

@@ -17,15 +17,13 @@ from .. import coding
 from ..datasets import Split
 from ..devices import mtj_noise
 from ..numpyro.autoguide import AutoDeviceNoise, AutoDiscreteWeight, AutoMeanKL
+from ..numpyro.deploy import deployment_sweep
 from ..numpyro.distributions import EmpiricalNoise, SpikeAndSlab
-from ..numpyro.handlers import crossbar
 from ..numpyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
 from ..numpyro.models import mlp_classifier, ternary_mlp_classifier
 from ._common import (
     CODING_BITS_PER_BLOCK,
     DEMO_KL_BUDGET_BITS,
-    DEPLOY_TIMES,
-    DEVICES,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
     SPIKE_AND_SLAB,
@@ -34,7 +32,7 @@ from ._common import (
     DemoConfig,
     Row,
     coded_row,
-    deploy_method,
+    deploy,
     evaluate,
     kl_bits,
     meankl_method,
@@ -44,6 +42,10 @@ from ._common import (
 )
 
 __all__ = ["JOBS"]
+
+_deploy = functools.partial(deploy, "numpyro", deployment_sweep, mlp_classifier)
+"""The off-chip and the deployed rows of a posterior trained on the MLP (see
+:func:`~ppl_hw.demo._common.deploy`)."""
 
 
 def _posterior(guide, params, data: Split, cfg: DemoConfig) -> dict:
@@ -86,28 +88,13 @@ def _mean_softmax(model, keys, samples: dict, x, y):
     return jax.vmap(one)(keys, samples).mean(axis=0)
 
 
-def _probs(model, samples: dict, data: Split, cfg: DemoConfig, fn=None) -> np.ndarray:
+def _probs(model, samples: dict, data: Split, cfg: DemoConfig) -> np.ndarray:
     """Posterior predictive class probabilities of ``model`` over the posterior
-    ``samples`` (by ``fn``, a compiled :func:`_mean_softmax` of the model, if given;
-    else eagerly: ``Predictive`` would compile the model at every call). The model's
-    keys are the same at every call: on ``Ideal`` the deployed rows equal the
-    off-chip ones exactly."""
+    ``samples``, eagerly (``Predictive`` would compile the model at every call)."""
     num = jax.tree_util.tree_leaves(samples)[0].shape[0]
     keys = jax.random.split(_keys(cfg)[1], num)
     x, y = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    if fn is None:
-        fn = functools.partial(_mean_softmax, model)
-    return np.asarray(fn(keys, samples, x, y))
-
-
-@functools.cache
-def _chip(device: str, t: float, seed: int):
-    """The MLP on one simulated chip of ``device`` read ``t`` s after programming, and
-    its compiled :func:`_mean_softmax`: compiled once per read time and shared by the
-    posteriors deployed (each compilation of a crossbar model takes seconds; run
-    eagerly, its first run compiles each of its many operations instead)."""
-    chip = crossbar(mlp_classifier, device=DEVICES[device](), t_inference=t, seed=seed)
-    return chip, jax.jit(functools.partial(_mean_softmax, chip))
+    return np.asarray(_mean_softmax(model, keys, samples, x, y))
 
 
 def _predict_fixed(model, weights, data: Split, key):
@@ -124,9 +111,8 @@ def _keys(cfg: DemoConfig):
     return jax.random.split(jax.random.key(cfg.seed + 1, impl="rbg"))
 
 
-def _fit_predict(model, data: Split, cfg: DemoConfig, guide=None):
-    """SVI with ``TraceMeanField_ELBO``; the guide, its parameters, posterior
-    samples and the predictive probabilities."""
+def _fit(model, data: Split, cfg: DemoConfig, guide=None):
+    """SVI with ``TraceMeanField_ELBO``: the guide and its parameters."""
     guide = AutoNormal(model) if guide is None else guide
     svi = SVI(
         model, guide, numpyro.optim.Adam(cfg.learning_rate), TraceMeanField_ELBO()
@@ -134,43 +120,18 @@ def _fit_predict(model, data: Split, cfg: DemoConfig, guide=None):
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     key = jax.random.PRNGKey(cfg.seed)
     params = svi.run(key, cfg.steps, x, y, progress_bar=cfg.progress).params
-    samples = _posterior(guide, params, data, cfg)
-    return guide, params, samples, _probs(model, samples, data, cfg)
-
-
-def _deploy(samples: dict, method: str, data: Split, cfg: DemoConfig) -> list[Row]:
-    """The posterior ``samples`` (of off-chip row ``method``) on one simulated chip of
-    ``cfg.device`` (seed ``cfg.seed``), read at each of ``DEPLOY_TIMES``."""
-    rows = []
-    for label, t in DEPLOY_TIMES.items():
-        start = time.perf_counter()
-        chip, fn = _chip(cfg.device, t, cfg.seed)
-        probs = _probs(chip, samples, data, cfg, fn)
-        seconds = time.perf_counter() - start
-        rows.append(
-            evaluate(
-                "numpyro",
-                deploy_method(method, cfg.device, label),
-                probs,
-                data,
-                seconds,
-                deployed=method,
-                device=cfg.device,
-                read_time=t,
-            )
-        )
-    return rows
+    return guide, params
 
 
 def autonormal(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoNormal, then the same posterior deployed on a crossbar."""
+    """AutoNormal, then the same posterior deployed on crossbars."""
     start = time.perf_counter()
-    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg)
-    seconds = time.perf_counter() - start
+    guide, params = _fit(mlp_classifier, data, cfg)
     kl = kl_bits(_loc_scale(params))
-    method = "AutoNormal"
-    rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
-    return rows + _deploy(samples, method, data, cfg)
+    offchip, deployed = _deploy(
+        guide, "AutoNormal", data, cfg, start, kl, params=params
+    )
+    return [offchip, *deployed]
 
 
 def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
@@ -179,7 +140,8 @@ def spike_and_slab(data: Split, cfg: DemoConfig) -> list[Row]:
     start = time.perf_counter()
     prior = SpikeAndSlab(*SPIKE_AND_SLAB)
     model = functools.partial(mlp_classifier, weight_prior=prior)
-    guide, params, _, probs = _fit_predict(model, data, cfg)
+    guide, params = _fit(model, data, cfg)
+    probs = _probs(model, _posterior(guide, params, data, cfg), data, cfg)
     median = guide.median(params)
     incl = jnp.concatenate(
         [
@@ -209,7 +171,7 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
     block's KL fixed by construction); the KL column is recomputed from (mu, sigma).
     Then the guide MIRACLE-coded with the guide's blocks (one posterior sample in
     about its KL in bits), decoded and evaluated as one network; then the posterior
-    deployed on a crossbar."""
+    deployed on crossbars."""
     start = time.perf_counter()
     bits = CODING_BITS_PER_BLOCK[cfg.size]
     guide = AutoMeanKL(
@@ -219,33 +181,35 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
         bits_per_block=bits,
         block_seed=cfg.seed,
     )
-    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg, guide)
-    seconds = time.perf_counter() - start
-    kl = kl_bits(guide.loc_scale(params).values())
-    method = meankl_method(bits)
-    rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
+    _, params = _fit(mlp_classifier, data, cfg, guide)
+    trained = time.perf_counter()
 
-    start = time.perf_counter()
     # bits per block and seed come from the guide's blocks
     compressed = coding.encode(guide, params)
     weights = coding.decode(compressed, backend="numpyro")
     probs = _predict_fixed(mlp_classifier, weights, data, jax.random.PRNGKey(cfg.seed))
-    seconds = time.perf_counter() - start
-    rows.append(coded_row("numpyro", compressed, probs, data, seconds))
-    return rows + _deploy(samples, method, data, cfg)
+    coding_seconds = time.perf_counter() - trained
+    coded = coded_row("numpyro", compressed, probs, data, coding_seconds)
+
+    kl = kl_bits(guide.loc_scale(params).values())
+    method = meankl_method(bits)
+    # the off-chip row's time: the training and its evaluation, not the coding
+    offchip, deployed = _deploy(
+        guide, method, data, cfg, start + coding_seconds, kl, params=params
+    )
+    return [offchip, coded, *deployed]
 
 
 def device_noise(data: Split, cfg: DemoConfig) -> list[Row]:
-    """AutoDeviceNoise with the MTJ noise shape, then deployed on a crossbar."""
+    """AutoDeviceNoise with the MTJ noise shape, then deployed on crossbars."""
     start = time.perf_counter()
     noise = EmpiricalNoise(mtj_noise(cfg.noise_samples, seed=cfg.seed))
     guide = AutoDeviceNoise(mlp_classifier, noise=noise)
-    _, params, samples, probs = _fit_predict(mlp_classifier, data, cfg, guide)
-    seconds = time.perf_counter() - start
+    _, params = _fit(mlp_classifier, data, cfg, guide)
     kl = kl_bits(_loc_scale(params), float(noise.table.entropy))
     method = "AutoDeviceNoise, MTJ shape"
-    rows = [evaluate("numpyro", method, probs, data, seconds, kl_bits=kl)]
-    return rows + _deploy(samples, method, data, cfg)
+    offchip, deployed = _deploy(guide, method, data, cfg, start, kl, params=params)
+    return [offchip, *deployed]
 
 
 def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:

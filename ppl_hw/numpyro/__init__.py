@@ -2,11 +2,30 @@
 
 Submodules: :mod:`~ppl_hw.numpyro.distributions` (device noise, discrete weights,
 spike-and-slab), :mod:`~ppl_hw.numpyro.handlers` (the crossbar handler),
-:mod:`~ppl_hw.numpyro.nn` (crossbar-aware network primitives) and
-:mod:`~ppl_hw.numpyro.models` (ready-made models).
+:mod:`~ppl_hw.numpyro.nn` (crossbar-aware network primitives),
+:mod:`~ppl_hw.numpyro.models` (ready-made models) and
+:mod:`~ppl_hw.numpyro.deploy` (the deployment sweep over chips and read times).
 """
 
 # arviz and coding register this adapter with ppl_hw.arviz and ppl_hw.coding
-from . import arviz, autoguide, coding, distributions, handlers, infer, models, nn  # noqa: F401
+from . import (  # noqa: F401
+    arviz,
+    autoguide,
+    coding,
+    deploy,
+    distributions,
+    handlers,
+    infer,
+    models,
+    nn,
+)
 
-__all__ = ["autoguide", "distributions", "handlers", "infer", "models", "nn"]
+__all__ = [
+    "autoguide",
+    "deploy",
+    "distributions",
+    "handlers",
+    "infer",
+    "models",
+    "nn",
+]

@@ -27,7 +27,9 @@ from typing import Any
 
 import jax.numpy as jnp
 from jax import lax
+from numpyro.primitives import _PYRO_STACK
 
+from ..common.handlers import CrossbarState, innermost
 from ..core import crossbar as cx
 
 __all__ = ["conv_patches", "install", "route_conv", "uninstall"]
@@ -37,9 +39,9 @@ _state: dict[str, Any] = {"count": 0, "patches": [], "linen": None}
 
 
 def _active() -> Any:
-    from .handlers import active_crossbar
-
-    return active_crossbar()
+    """The innermost active crossbar handler (any :class:`CrossbarState` on
+    NumPyro's stack: this module sits below ``handlers``, which installs it)."""
+    return innermost(_PYRO_STACK, CrossbarState)
 
 
 def conv_patches(

@@ -3,8 +3,9 @@
 Submodules: :mod:`~ppl_hw.pyro.distributions` (device noise, discrete weights,
 spike-and-slab), :mod:`~ppl_hw.pyro.handlers` (the crossbar handler, also as
 :mod:`~ppl_hw.pyro.poutine`),
-:mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives) and
-:mod:`~ppl_hw.pyro.models` (ready-made models).
+:mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives),
+:mod:`~ppl_hw.pyro.models` (ready-made models) and
+:mod:`~ppl_hw.pyro.deploy` (the deployment sweep over chips and read times).
 """
 
 # arviz and coding register this adapter with ppl_hw.arviz and ppl_hw.coding
@@ -12,6 +13,7 @@ from . import (  # noqa: F401
     arviz,
     autoguide,
     coding,
+    deploy,
     distributions,
     handlers,
     infer,
@@ -22,6 +24,7 @@ from . import (  # noqa: F401
 
 __all__ = [
     "autoguide",
+    "deploy",
     "distributions",
     "handlers",
     "infer",

@@ -30,6 +30,8 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["ChipMode", "conv2d_routed"]
 
+_PASS = object()
+
 _MATMULS = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.mm)
 _RMATMUL = (torch.Tensor.__rmatmul__,)
 _TRANSPOSES = (
@@ -103,7 +105,27 @@ class ChipMode(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
     ) -> Any:
-        kwargs = kwargs or {}
+        out = self._dispatch(func, args, kwargs or {})
+        return func(*args, **(kwargs or {})) if out is _PASS else out
+
+    def _dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """The routed result, or ``_PASS`` to run ``func`` as is."""
+        cb = self.cb
+        if cb._in_route or not (
+            func is F.linear
+            or func is F.conv2d
+            or func in _MATMULS
+            or func in _RMATMUL
+            or func in _TRANSPOSES
+            or func in _UNROUTED
+        ):
+            return _PASS
+        out = self._routed(func, args, kwargs)
+        if cb._dry and out is not _PASS:
+            cb._mode_needed = True  # a torch-level product consumed a chip weight
+        return out
+
+    def _routed(self, func: Any, args: tuple, kwargs: dict) -> Any:
         cb = self.cb
         if func is F.linear:
             x, w = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "weight")
@@ -138,6 +160,7 @@ class ChipMode(TorchFunctionMode):
                     b = _arg(args, kwargs, 2, "bias")
                     return y if b is None else y + b.reshape(1, -1, 1, 1)
                 cb._unroutable(entry, "F.conv2d with groups > 1 or string padding")
+                return func(*args, **kwargs)
         elif func in _MATMULS or func in _RMATMUL:
             a, b = args[0], args[1]
             if func in _RMATMUL:
@@ -151,14 +174,19 @@ class ChipMode(TorchFunctionMode):
                     return cb.route(b, a.mT, ea, layout)
                 return cb.route(b.mT, a.mT, ea, layout).mT
         elif func in _TRANSPOSES:
-            out = func(*args, **kwargs)
             entry = cb.chip_weight(args[0])
             if entry is not None and args[0].ndim == 2:
+                out = func(*args, **kwargs)
                 cb._register_view(out, entry, not entry.transposed)
-            return out
-        elif func in _UNROUTED:
-            for a in (*args, *kwargs.values()):
-                entry = cb.chip_weight(a) if isinstance(a, torch.Tensor) else None
-                if entry is not None:
-                    cb._unroutable(entry, _UNROUTED[func])
-        return func(*args, **kwargs)
+                return out
+        else:  # _UNROUTED
+            hits = [
+                e
+                for a in (*args, *kwargs.values())
+                if isinstance(a, torch.Tensor) and (e := cb.chip_weight(a)) is not None
+            ]
+            for entry in hits:
+                cb._unroutable(entry, _UNROUTED[func])
+            if hits:
+                return func(*args, **kwargs)
+        return _PASS

@@ -77,6 +77,7 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         record: bool = False,
     ):
         self._init_state(device, sites, t_inference, seed, reprogram, record)
+        self._mode_needed = False
         super().__init__()
 
     _site_kind = staticmethod(_site_kind)
@@ -145,7 +146,13 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         """Whether products may need routing (a device with converters, or the dry
         trace that learns the layouts)."""
         spec = self.spec
-        if self._dry or (callable(spec.sites) and not isinstance(spec.sites, dict)):
+        if self._dry:
+            return True
+        if self._checked and not self._mode_needed:
+            # the dry trace saw no torch-level product of a chip weight (e.g. only
+            # ppl_hw's nn layers, which route themselves): no per-op dispatch cost
+            return False
+        if callable(spec.sites) and not isinstance(spec.sites, dict):
             return True
         devs = [spec.device]
         if isinstance(spec.sites, dict):

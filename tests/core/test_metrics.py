@@ -228,3 +228,18 @@ def test_bad_input(call, match):
 def test_bad_num_bins_type():
     with pytest.raises(TypeError, match=r"num_bins must be an int, got 2\.5"):
         metrics.expected_calibration_error(np.ones((2, 2)) / 2, np.zeros(2, int), 2.5)
+
+
+def test_regression_metrics_against_scipy():
+    rng = np.random.default_rng(11)
+    mean, y = rng.normal(size=(2, 40, 3))
+    var = rng.uniform(0.1, 2.0, size=(40, 3))
+    assert metrics.rmse(mean, y) == pytest.approx(np.sqrt(np.mean((mean - y) ** 2)))
+    expected = -scipy.stats.norm.logpdf(y, mean, np.sqrt(var)).mean()
+    assert metrics.gaussian_nll(mean, var, y) == pytest.approx(expected, rel=1e-12)
+    # a zero variance is floored: finite where the mean hits the target
+    assert np.isfinite(metrics.gaussian_nll(y, np.zeros_like(y), y))
+    with pytest.raises(ValueError, match="variance must be >= 0"):
+        metrics.gaussian_nll(mean, -var, y)
+    with pytest.raises(ValueError, match="mean must have the shape of targets"):
+        metrics.rmse(mean[:3], y)
