@@ -144,3 +144,59 @@ def test_miracle_coding_smoke(tmp_path):
     assert res["meankl_blocks"]["num_blocks"] == 20_000 // 8
     assert (tmp_path / "miracle_coding.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text()) == res
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend, task", [("numpyro", "regression"), ("pyro", "digits")]
+)
+def test_hardware_aware_training_smoke(tmp_path, backend, task):
+    """Structure and valid ranges only: at the smoke size (60 steps, 2 chips) the
+    sign of the gain means nothing; the full-size numbers are in
+    docs/reproductions.md. Both backends and both tasks, in two runs (each
+    backend x task is the same code path; NumPyro digits alone compiles ~80 s)."""
+    res = _load("hardware_aware_training").main(
+        ["--smoke", "--backend", backend, "--task", task, "--output", str(tmp_path)]
+    )
+    settings = res.pop("settings")
+    chips = settings["chips"]
+    assert chips >= 2 and isinstance(
+        settings["deploy_device"]["drift_compensation"], bool
+    )
+    assert settings["train_device"]["name"] == settings["deploy_device"]["name"]
+    assert set(res) == {backend}
+    valid = {
+        "accuracy": lambda v: 0.0 <= v <= 1.0,
+        "nll": np.isfinite,  # the regression's Gaussian NLL may be negative
+        "rmse": lambda v: 0.0 < v < np.inf,
+    }
+    names = {"digits": ("accuracy", "nll"), "regression": ("rmse", "nll")}[task]
+    assert set(res[backend]) == {task}
+    r = res[backend][task]
+    for method in ("off", "hat"):
+        assert np.isfinite(r["training"][method]["final_loss"])
+        assert set(r["clean"][method]) == set(names)
+        assert all(valid[m](v) for m, v in r["clean"][method].items())
+    assert [(d["time"], d["metric"]) for d in r["deployed"]] == [
+        (t, m) for t in ("1 day", "1 year") for m in names
+    ]
+    for d in r["deployed"]:
+        for method in ("off", "hat"):
+            values = d[method]["chips"]
+            assert len(values) == chips
+            assert all(valid[d["metric"]](v) for v in values)
+            assert d[method]["mean"] == pytest.approx(np.mean(values))
+            assert d[method]["sd"] >= 0.0
+        # the gain is paired, chip by chip
+        assert d["gain"]["mean"] == pytest.approx(
+            d["hat"]["mean"] - d["off"]["mean"], abs=1e-9
+        )
+        assert 0.0 <= d["p_value"] <= 1.0
+        clean = r["clean"]
+        assert d["clean_gain"] == pytest.approx(
+            clean["hat"][d["metric"]] - clean["off"][d["metric"]]
+        )
+        assert 0 <= d["hat_better_on"] <= chips
+    assert (tmp_path / "hardware_aware_training.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == {**res, "settings": settings}
