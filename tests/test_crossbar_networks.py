@@ -385,6 +385,26 @@ def test_pyro_torch_layers_equal_ppl_hw_layers_through_the_converters(style):
     assert np.max(np.abs(got - exact)) > 1e-3
 
 
+def _im2col(xpad, oh, ow):
+    """Patches of a padded NHWC batch of 2 for a 3 x 2 kernel, strides (1, 2):
+    ``(N, oh, ow, C * 3 * 2)`` in ``(C, kh, kw)`` order."""
+    return np.stack(
+        [
+            np.stack(
+                [
+                    xpad[:, i : i + 3, 2 * j : 2 * j + 2, :]
+                    .transpose(0, 3, 1, 2)
+                    .reshape(2, -1)
+                    for j in range(ow)
+                ],
+                1,
+            )
+            for i in range(oh)
+        ],
+        1,
+    )
+
+
 def test_flax_and_torch_convolutions_route_their_im2col_matrices():
     """A conv layer through converters without noise equals the NumPy core applied
     to its im2col matrix (kernel layouts HWIO for flax, OIHW for torch)."""
@@ -415,22 +435,7 @@ def test_flax_and_torch_convolutions_route_their_im2col_matrices():
     )
     # oracle: im2col by hand, the core's matvec on the (C*kh*kw, O) matrix
     xp_ = np.pad(x, ((0, 0), (1, 1), (0, 1), (0, 0)))
-    oh, ow = exact.shape[1:3]
-    cols = np.stack(
-        [
-            np.stack(
-                [
-                    xp_[:, i : i + 3, 2 * j : 2 * j + 2, :]
-                    .transpose(0, 3, 1, 2)
-                    .reshape(2, -1)
-                    for j in range(ow)
-                ],
-                1,
-            )
-            for i in range(oh)
-        ],
-        1,
-    )
+    cols = _im2col(xp_, *exact.shape[1:3])
     mat = k.transpose(2, 0, 1, 3).reshape(-1, 4)
     oracle = NUMPY.bind(cx.analog_matvec)(cols.astype(float), mat, quiet, None)
     np.testing.assert_allclose(got, oracle, rtol=1e-5, atol=1e-5)
@@ -449,22 +454,7 @@ def test_flax_and_torch_convolutions_route_their_im2col_matrices():
     )
     out = pyro.poutine.trace(fn).get_trace(xt).nodes["out"]["value"].detach()
     xpt = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    oh, ow = out.shape[2:]
-    cols = np.stack(
-        [
-            np.stack(
-                [
-                    xpt[:, i : i + 3, 2 * j : 2 * j + 2, :]
-                    .transpose(0, 3, 1, 2)
-                    .reshape(2, -1)
-                    for j in range(ow)
-                ],
-                1,
-            )
-            for i in range(oh)
-        ],
-        1,
-    )
+    cols = _im2col(xpt, *out.shape[2:])
     oracle = NUMPY.bind(cx.analog_matvec)(cols.astype(float), mat, quiet, None)
     bias = conv.bias.detach().numpy()
     np.testing.assert_allclose(

@@ -421,6 +421,30 @@ class CrossbarState:
             )
         return plan_site(self.spec, name, msg, kind, default)
 
+    def _program(
+        self, name: str, value: Any, dev: Device, grid: Any
+    ) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _apply(self, msg: Any, value: Any, stack: list, deterministic: Any) -> None:
+        """The effect at a latent site (after the dry trace): program the site's
+        value when its device has weight effects, register it for the routed
+        layers, and record ``"<name>_chip"`` with the host's ``deterministic``
+        (past the handlers inside this one, so the name stays exact)."""
+        plan = self._plan(msg)
+        if plan is None:
+            return
+        name, (dev, grid) = msg["name"], plan
+        if dev.weight_effects_on:
+            value = self._program(name, value, dev, grid)
+            msg["value"] = value
+            self.applications[name] += 1
+        self._register(value, name, dev)
+        if self.spec.record and dev.weight_effects_on:
+            outside_inner_handlers(
+                stack, self, deterministic, name + CHIP_SUFFIX, value
+            )
+
     def _chip_numpy(self, name: str, shape: tuple[int, ...], device: Device) -> dict:
         key = (name, shape, device)
         if key not in self._chips:

@@ -153,29 +153,34 @@ def _linen_conv_routable(module: Any) -> bool:
     )
 
 
-def _linen_conv(cb: Any, module: Any, kernel: Any, params: dict, x: Any) -> Any:
-    from flax.linen.linear import canonicalize_padding
-
-    w = kernel.value
+def _flax_conv(cb: Any, entry: Any, module: Any, x: Any, padding: Any) -> Any:
+    """A flax (linen or nnx) ``Conv`` of ``x`` (any batch axes, channels last) with
+    its programmed HWIO kernel, as routed products."""
+    w = entry.value
     nsp = w.ndim - 2
     batch = x.shape[: x.ndim - nsp - 1]
     xb = jnp.reshape(x, (-1, *x.shape[len(batch) :]))
     y = route_conv(
         cb,
-        kernel,
+        entry,
         xb,
         w,
         "kio",
         strides=_tuple(module.strides, nsp),
-        padding=canonicalize_padding(module.padding, nsp),
+        padding=padding,
         lhs_dilation=_tuple(module.input_dilation, nsp),
         rhs_dilation=_tuple(module.kernel_dilation, nsp),
         channels_last=True,
     )
-    y = jnp.reshape(y, (*batch, *y.shape[1:]))
-    if module.use_bias:
-        y = y + params["bias"]
-    return y
+    return jnp.reshape(y, (*batch, *y.shape[1:]))
+
+
+def _linen_conv(cb: Any, module: Any, kernel: Any, params: dict, x: Any) -> Any:
+    from flax.linen.linear import canonicalize_padding
+
+    padding = canonicalize_padding(module.padding, kernel.value.ndim - 2)
+    y = _flax_conv(cb, kernel, module, x, padding)
+    return y + params["bias"] if module.use_bias else y
 
 
 # -- nnx and equinox: wrapped __call__ ---------------------------------------------
@@ -220,21 +225,7 @@ def _nnx_conv(orig: Any) -> Any:
         ):
             cb._unroutable(entry, f"nnx {type(self).__name__} (its options)")
             return orig(self, inputs, *args, **kwargs)
-        batch = inputs.shape[: inputs.ndim - nsp - 1]
-        xb = jnp.reshape(inputs, (-1, *inputs.shape[len(batch) :]))
-        y = route_conv(
-            cb,
-            entry,
-            xb,
-            w,
-            "kio",
-            strides=_tuple(self.strides, nsp),
-            padding=padding,
-            lhs_dilation=_tuple(self.input_dilation, nsp),
-            rhs_dilation=_tuple(self.kernel_dilation, nsp),
-            channels_last=True,
-        )
-        y = jnp.reshape(y, (*batch, *y.shape[1:]))
+        y = _flax_conv(cb, entry, self, inputs, padding)
         return y if self.bias is None else y + _nnx_value(self.bias)
 
     return __call__

@@ -188,20 +188,7 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         if self._dry:
             self._register(msg["value"], msg["name"], None)
             return
-        plan = self._plan(msg)
-        if plan is None:
-            return
-        name, (dev, grid) = msg["name"], plan
-        value = msg["value"]
-        if dev.weight_effects_on:
-            value = self._program(name, value, dev, grid)
-            msg["value"] = value
-            self.applications[name] += 1
-        self._register(value, name, dev)
-        if self.spec.record and dev.weight_effects_on:
-            cc.outside_inner_handlers(
-                _PYRO_STACK, self, pyro.deterministic, name + cc.CHIP_SUFFIX, value
-            )
+        self._apply(msg, msg["value"], _PYRO_STACK, pyro.deterministic)
 
     def _program(self, name: str, value: Any, dev: Device, grid: Any) -> Any:
         shape = tuple(value.shape)
