@@ -13,21 +13,30 @@ bit, in NumPy, on any machine and for either backend.
 
 Works for ``AutoMeanKL`` (whose KL budget fixes the number of blocks) and
 ``AutoNormal`` (the number of blocks is its KL in bits over ``bits_per_block``), from
-NumPyro (pass ``params``) or Pyro (the param store), on sites with ``Normal`` priors.
+NumPyro (pass ``params``) or Pyro (the param store's current values, or ``params``).
+The sites with ``Normal`` priors on the real line are coded (for ``AutoMeanKL``: its
+budgeted sites); every **other** latent site (a noise scale ``sigma ~ HalfNormal``,
+a hierarchical scale ``tau``, a site whose Normal prior depends on another latent) is
+**stored** as its posterior median in float32 (``CompressedModel.points``, 4 bytes a
+value), so :func:`decode` returns everything the model needs.
 
-**File format** (:meth:`CompressedModel.save`, version 1), little-endian:
+**File format** (:meth:`CompressedModel.save`), little-endian; version 2 adds the
+stored point values (written only when there are any; a file without them is
+version 1, byte for byte as before):
 
 ==========  =============================================================
 bytes       content
 ==========  =============================================================
 8           magic ``b"PPLHWMC\0"``
-2           format version (``uint16``, 1)
+2           format version (``uint16``, 1 or 2)
 2           generator version (``uint16``, :data:`ppl_hw.core.coding.GENERATOR_VERSION`)
 4           length ``H`` of the header (``uint32``)
 H           UTF-8 JSON: ``seed``, ``bits_per_block``, ``num_blocks``, and per site
             its ``name``, ``shape`` and the shapes of its coding loc and scale
-            (``[]`` when one value serves the whole site)
+            (``[]`` when one value serves the whole site); version 2: ``points``,
+            the ``name`` and ``shape`` of each stored site
 ...         the coding locs and scales, float32, site by site (loc, then scale)
+...         version 2: the stored sites' values, float32, site by site
 ...         the indices, ``num_blocks * bits_per_block`` bits, big-endian bit
             order, the last byte zero-padded
 4           CRC-32 of everything before it (``uint32``)
@@ -53,7 +62,9 @@ from .core import coding as _cc
 __all__ = ["CompressedModel", "decode", "encode"]
 
 MAGIC = b"PPLHWMC\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions :meth:`CompressedModel.load` reads (1: no stored point sites)
+READ_VERSIONS = (1, 2)
 SELECTIONS = ("sample", "argmax")
 
 
@@ -69,6 +80,8 @@ class CompressedModel:
     :ivar bits_per_block: bits per index.
     :ivar seed: the seed of the blocks and the candidates.
     :ivar generator_version: the candidate generator's version.
+    :ivar points: ``((name, value), ...)``: the latent sites stored as their posterior
+        median (float32) instead of coded: those without a fixed ``Normal`` prior.
     """
 
     sites: tuple[tuple[str, tuple[int, ...]], ...]
@@ -78,6 +91,12 @@ class CompressedModel:
     bits_per_block: int
     seed: int
     generator_version: int = _cc.GENERATOR_VERSION
+    points: tuple[tuple[str, np.ndarray], ...] = field(default=(), repr=False)
+
+    @property
+    def point_sites(self) -> tuple[str, ...]:
+        """The names of the stored (not coded) sites."""
+        return tuple(n for n, _ in self.points)
 
     @property
     def num_blocks(self) -> int:
@@ -103,13 +122,15 @@ class CompressedModel:
 
     def report(self) -> dict[str, float]:
         """Total bits, bits per weight, compression ratio against float32, blocks,
-        weights and the size of the saved file in bytes."""
+        coded weights, stored point values and the size of the saved file in bytes
+        (the ratio and bits per weight count the coded weights only)."""
         return {
             "total_bits": self.total_bits,
             "bits_per_weight": self.bits_per_weight,
             "compression_ratio": self.compression_ratio,
             "num_blocks": self.num_blocks,
             "num_weights": self.num_weights,
+            "num_point_values": int(sum(np.size(v) for _, v in self.points)),
             "file_bytes": len(self._to_bytes()),
         }
 
@@ -138,15 +159,23 @@ class CompressedModel:
                 )
             ],
         }
+        version = 1
+        if self.points:
+            version = 2
+            header["points"] = [
+                {"name": n, "shape": list(np.shape(v))} for n, v in self.points
+            ]
         head = json.dumps(header, sort_keys=True).encode("utf-8")
         parts = [
             MAGIC,
-            struct.pack("<HHI", FORMAT_VERSION, self.generator_version, len(head)),
+            struct.pack("<HHI", version, self.generator_version, len(head)),
             head,
         ]
         for loc, scale in zip(self.locs, self.scales, strict=True):
             parts.append(np.asarray(loc, "<f4").tobytes())
             parts.append(np.asarray(scale, "<f4").tobytes())
+        for _, value in self.points:
+            parts.append(np.asarray(value, "<f4").tobytes())
         parts.append(_cc.pack_bits(self.indices, self.bits_per_block))
         body = b"".join(parts)
         return body + struct.pack("<I", zlib.crc32(body))
@@ -172,10 +201,10 @@ class CompressedModel:
         if zlib.crc32(body) != crc:
             raise ValueError(f"{where} is corrupted or truncated (checksum mismatch)")
         version, gen, hlen = struct.unpack("<HHI", body[8:16])
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise ValueError(
-                f"{where} has format version {version}; this ppl_hw reads version "
-                f"{FORMAT_VERSION}"
+                f"{where} has format version {version}; this ppl_hw reads versions "
+                f"{list(READ_VERSIONS)}"
             )
         if gen != _cc.GENERATOR_VERSION:
             raise ValueError(
@@ -196,6 +225,23 @@ class CompressedModel:
             locs.append(arrays[0])
             scales.append(arrays[1])
             sites.append((s["name"], tuple(s["shape"])))
+        points = []
+        if version >= 2:
+            if not isinstance(header.get("points"), list):
+                raise ValueError(
+                    f"{where} is a version-2 file whose header has no 'points' list"
+                )
+            for s in header["points"]:
+                shape = tuple(int(d) for d in s["shape"])
+                nbytes = 4 * math.prod(shape)
+                if pos + nbytes > len(body):
+                    raise ValueError(
+                        f"{where}: the stored value of site {s['name']!r} runs past "
+                        "the end of the file"
+                    )
+                value = np.frombuffer(body[pos : pos + nbytes], "<f4")
+                points.append((str(s["name"]), value.astype(np.float32).reshape(shape)))
+                pos += nbytes
         bits, n = int(header["bits_per_block"]), int(header["num_blocks"])
         indices = _cc.unpack_bits(body[pos:], n, bits)
         return cls(
@@ -206,6 +252,7 @@ class CompressedModel:
             bits_per_block=bits,
             seed=int(header["seed"]),
             generator_version=gen,
+            points=tuple(points),
         )
 
 
@@ -222,9 +269,11 @@ def _flatten(arrays: Any, shapes: list) -> np.ndarray:
     )
 
 
-def _gaussians(guide: Any, params: Any) -> tuple[dict, dict]:
-    """``({site: (mu, sigma)}, {site: (nu, rho)})`` as float64 NumPy arrays, read by
-    the adapter registered for the guide's class (:mod:`ppl_hw.common.coding`)."""
+def _gaussians(guide: Any, params: Any) -> tuple[dict, dict, dict]:
+    """``({site: (mu, sigma)}, {site: (nu, rho)}, {site: median})`` as float64 NumPy
+    arrays — the coded sites' posterior and prior, and the stored sites' medians —
+    read by the adapter registered for the guide's class
+    (:mod:`ppl_hw.common.coding`)."""
     gaussians = _common.GAUSSIANS.lookup(guide)
     if gaussians is None:
         raise _common.not_gaussian(guide)
@@ -253,10 +302,13 @@ def encode(
 ) -> CompressedModel:
     """Code one posterior sample of a trained Gaussian guide (MIRACLE).
 
-    :param guide: a trained ``AutoMeanKL`` or ``AutoNormal`` (NumPyro or Pyro) on
-        sites with ``Normal`` priors.
+    :param guide: a trained ``AutoMeanKL`` or ``AutoNormal`` (NumPyro or Pyro): the
+        sites with ``Normal`` priors are coded, the others stored (module docstring).
     :param params: NumPyro: the trained parameters (``svi.get_params(state)``);
-        Pyro: ``None`` (the param store).
+        Pyro: ``None`` (the param store's current values, also right after
+        ``pyro.get_param_store().load(path)``) or ``{param store name: value}``
+        (e.g. ``dict(pyro.get_param_store().items())``). A missing parameter
+        raises, naming its site.
     :param bits_per_block: bits per block index, 1..24 (``K = 2**bits`` candidates);
         default 16, or the guide's ``bits_per_block`` for an ``AutoMeanKL`` with
         ``budget_split="blocks"`` (whose blocks are then coded as they are; a larger
@@ -327,7 +379,13 @@ def encode(
         )
     if finetune is not None and not callable(finetune):
         raise TypeError(f"finetune must be callable or None, got {finetune!r}")
-    post, prior = _gaussians(guide, params)
+    post, prior, points = _gaussians(guide, params)
+    if not post:
+        raise ValueError(
+            "encode codes the sites with a Normal prior on the real line, and this "
+            f"guide has none (its sites {sorted(points)} would only be stored); "
+            "give the weights Normal priors"
+        )
     names = sorted(post)  # the coding order (the blocks of budget_split="blocks")
     shapes = [tuple(np.shape(post[n][0])) for n in names]
     sizes = [max(1, math.prod(s)) for s in shapes]
@@ -377,7 +435,8 @@ def encode(
                 for i, n in enumerate(names)
             }
             new = finetune(b, fixed)
-            p2, _ = _gaussians(guide, params if new is None else new)
+            p2, _, pts = _gaussians(guide, params if new is None else new)
+            points.update(pts)  # the stored sites as fine-tuned
             return flat([p2[n][0] for n in names]), flat([p2[n][1] for n in names])
 
     indices, _ = _cc.encode_blocks(
@@ -398,12 +457,16 @@ def encode(
         indices=indices,
         bits_per_block=bits,
         seed=int(seed),
+        points=tuple(
+            (n, np.asarray(points[n], np.float32).copy()) for n in sorted(points)
+        ),
     )
 
 
 def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str, Any]:
     """The coded weights, ``{site: array}`` (float32), bit for bit as the encoder
-    chose them, for ``handlers.substitute`` / ``poutine.condition``.
+    chose them, and the stored sites' values (:attr:`CompressedModel.points`), for
+    ``handlers.substitute`` / ``poutine.condition``.
 
     :param compressed: from :func:`encode` or :meth:`CompressedModel.load`.
     :param backend: ``None`` (NumPy arrays), ``"numpyro"`` (JAX arrays) or
@@ -428,5 +491,8 @@ def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str,
     for (name, shape), size in zip(compressed.sites, sizes, strict=True):
         value = flat[pos : pos + size].reshape(shape).copy()
         pos += size
+        out[name] = value if to_array is None else to_array(value)
+    for name, value in compressed.points:
+        value = np.array(value, np.float32)
         out[name] = value if to_array is None else to_array(value)
     return out

@@ -193,7 +193,8 @@ def test_a_blocks_guide_is_coded_in_its_own_blocks(backend):
         comp = coding.encode(guide, params)
     else:
         pmodel, guide = _pyro_guide("blocks")
-        params = None
+        # the param store is cleared below: keep the guide's parameters
+        params = dict(pyro.get_param_store().items())
         comp = coding.encode(guide)
     # bits and seed come from the guide; the blocks are the guide's, each carrying
     # exactly 8 bits of KL (2 000 bits -> 250 blocks)
@@ -244,14 +245,14 @@ def test_corrupted_truncated_and_foreign_files(tmp_path):
     cases = {
         "flipped": raw[:40] + bytes([raw[40] ^ 1]) + raw[41:],
         "truncated": raw[:-3],
-        "version": _rewrite(raw, 8, struct.pack("<H", 2)),
+        "version": _rewrite(raw, 8, struct.pack("<H", 3)),
         "generator": _rewrite(raw, 10, struct.pack("<H", 9)),
         "magic": b"NOTMAGIC" + raw[8:],
     }
     messages = {
         "flipped": "checksum",
         "truncated": "checksum",
-        "version": "format version 2",
+        "version": "format version 3",
         "generator": "generator version 9",
         "magic": "bad magic",
     }

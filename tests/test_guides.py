@@ -775,7 +775,7 @@ def _bad_cases():
             "non-Normal prior",
             lambda b: _setup(b, "gamma", x),
             ValueError,
-            r"(Normal prior; site 'w' has a Gamma prior|needs real-valued sites; site 'w' has support)",
+            r"has none \('w': Gamma prior \(not Normal\)\); use AutoNormal",
         ),
         (
             "discrete site",

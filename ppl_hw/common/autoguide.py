@@ -4,13 +4,14 @@ initialisation (NumPy)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ..core.checks import check_choice, check_number
-from .coding import check_bits_per_block
+from ..core.checks import check_choice, check_int, check_number
+from .coding import check_bits_per_block, not_run_yet
 
 __all__ = [
     "BUDGET_SPLITS",
@@ -20,8 +21,12 @@ __all__ = [
     "check_dropout_p",
     "check_init_scale",
     "check_meankl_split",
+    "check_num_samples",
     "meankl_init",
+    "meankl_sites",
+    "not_run_yet",
     "scale_site_selector",
+    "warn_untraceable",
 ]
 
 BUDGET_SPLITS = ("learned", "equal", "blocks")
@@ -118,6 +123,56 @@ class BlockSplit:
         """Rescale per-weight shares (flat, positive) so each block sums to ``C_b``."""
         totals = np.bincount(self.block_of, weights=kappa, minlength=len(self.index))
         return kappa * (math.exp(self.log_cb) / totals[self.block_of])
+
+
+def meankl_sites(
+    sites: Mapping[str, tuple[str, bool, bool, frozenset | None]],
+) -> tuple[list[str], dict[str, str]]:
+    """Which latent sites carry ``AutoMeanKL``'s KL budget.
+
+    :param sites: ``{name: (prior class name, prior is Normal, support is real,
+        latent sites the prior depends on or None when unknown)}`` in trace order.
+    :returns: ``(budgeted, outside)``: the names of the sites with a fixed ``Normal``
+        prior on the real line (the weights), and ``{name: reason}`` for the others,
+        which the guide treats as ``AutoNormal`` does.
+    :raises ValueError: when no site can carry the budget.
+    """
+    budgeted, outside = [], {}
+    for name, (kind, normal, real, parents) in sites.items():
+        if not normal:
+            outside[name] = f"{kind} prior (not Normal)"
+        elif not real:
+            outside[name] = "constrained support"
+        elif parents:
+            outside[name] = (
+                f"its Normal prior depends on latent sites {sorted(parents)}"
+            )
+        else:
+            budgeted.append(name)
+    if not budgeted:
+        reasons = "; ".join(f"{k!r}: {v}" for k, v in outside.items())
+        raise ValueError(
+            "AutoMeanKL carries its KL budget on the sites with a fixed Normal prior "
+            f"(the weights), and this model has none ({reasons or 'no latent sites'}); "
+            "use AutoNormal for it"
+        )
+    return budgeted, outside
+
+
+def warn_untraceable(err: Exception) -> None:
+    """``AutoMeanKL`` could not trace which priors depend on which sites: say so and
+    what it assumes."""
+    warnings.warn(
+        "AutoMeanKL could not trace which priors depend on other latent sites "
+        f"({type(err).__name__}: {err}); every Normal prior is taken as fixed",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def check_num_samples(num_samples: Any) -> int:
+    """Draws of a Monte Carlo estimate with a standard error: an int >= 2."""
+    return check_int("num_samples", num_samples, low=2)
 
 
 def check_init_scale(init_scale: Any) -> float:

@@ -3,7 +3,8 @@
 Submodules: :mod:`~ppl_hw.numpyro.distributions` (device noise, discrete weights,
 spike-and-slab), :mod:`~ppl_hw.numpyro.handlers` (the crossbar handler),
 :mod:`~ppl_hw.numpyro.nn` (crossbar-aware network primitives),
-:mod:`~ppl_hw.numpyro.models` (ready-made models) and
+:mod:`~ppl_hw.numpyro.models` (ready-made models),
+:mod:`~ppl_hw.numpyro.bnn` (a Bayesian network in one call from your own module) and
 :mod:`~ppl_hw.numpyro.deploy` (the deployment sweep over chips and read times).
 """
 
@@ -11,6 +12,7 @@ spike-and-slab), :mod:`~ppl_hw.numpyro.handlers` (the crossbar handler),
 from . import (  # noqa: F401
     arviz,
     autoguide,
+    bnn,
     coding,
     deploy,
     distributions,
@@ -22,6 +24,7 @@ from . import (  # noqa: F401
 
 __all__ = [
     "autoguide",
+    "bnn",
     "deploy",
     "distributions",
     "handlers",

@@ -36,6 +36,7 @@ from numpyro.infer.initialization import init_to_median, init_to_uniform
 from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
+from . import _provenance
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
 from .distributions._base import base_distribution
@@ -224,18 +225,43 @@ class AutoMeanKL(AutoNormal):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         _refuse_discrete("AutoMeanKL", self.model, args, kwargs)
         super()._setup_prototype(*args, **kwargs)
-        locs = {}
-        for name, site in self.prototype_trace.items():
-            if site["type"] != "sample" or site["is_observed"]:
-                continue
-            _check_continuous("AutoMeanKL", site)
-            if not _is_real(site):
-                raise ValueError(
-                    f"AutoMeanKL needs real-valued sites; site {name!r} has support "
-                    f"{site['fn'].support}"
+        latent = {
+            n: s
+            for n, s in self.prototype_trace.items()
+            if s["type"] == "sample" and not s["is_observed"]
+        }
+        try:
+            deps = _provenance.dependencies(
+                self.model, args, kwargs, self.prototype_trace
+            )
+        except Exception as err:  # the host cannot trace this model abstractly
+            gc.warn_untraceable(err)
+            deps = {}
+        budgeted, self._outside = gc.meankl_sites(
+            {
+                n: (
+                    type(base_distribution(s["fn"])).__name__,
+                    type(base_distribution(s["fn"])) is dist.Normal,
+                    _is_real(s),
+                    deps.get(n, frozenset()) - {n},
                 )
+                for n, s in latent.items()
+            }
+        )
+        self._transforms = {
+            n: biject_to(latent[n]["fn"].support)
+            for n in self._outside
+            if not _is_real(latent[n])
+        }
+        # a support that moves with another latent site is constrained by running
+        # the model, as AutoNormal does; any other by its own bijection
+        self._dependent_support = any(
+            deps.get(n, frozenset()) - {n} for n in self._transforms
+        ) or (bool(self._transforms) and not deps)
+        locs = {}
+        for name in budgeted:
             shape = tuple(jnp.shape(self._init_locs[name]))
-            self._priors[name] = _normal_prior(site, shape)
+            self._priors[name] = _normal_prior(latent[name], shape)
             locs[name] = np.asarray(self._init_locs[name], dtype=np.float64)
         if self.budget_split == "blocks":
             self._block_split = gc.BlockSplit(
@@ -267,8 +293,26 @@ class AutoMeanKL(AutoNormal):
             for k, (nu, rho) in self._priors.items()
         }
 
+    @property
+    def budget_sites(self) -> list[str]:
+        """The sites that carry the KL budget: those with a fixed ``Normal`` prior on
+        the real line (the weights), in trace order (empty before the first call)."""
+        return list(self._priors)
+
+    @property
+    def outside_sites(self) -> dict[str, str]:
+        """``{site: reason}`` for the latent sites outside the budget (a prior that is
+        not ``Normal``, a constrained support, or a ``Normal`` prior that depends on
+        another latent site): each has a mean-field ``Normal`` in unconstrained space,
+        as ``AutoNormal`` gives it (parameters ``"<site>_<prefix>_loc"`` and
+        ``"<site>_<prefix>_scale"``)."""
+        return dict(getattr(self, "_outside", {}))
+
     def _param_names(self, name: str) -> tuple[str, str]:
         return f"{name}_{self.prefix}_m", f"{name}_{self.prefix}_phi"
+
+    def _outside_names(self, name: str) -> tuple[str, str]:
+        return f"{name}_{self.prefix}_loc", f"{name}_{self.prefix}_scale"
 
     def _loc_scale(self, ms: dict, phis: dict | None) -> dict[str, tuple[Any, Any]]:
         blocks = self._block_arrays if self._block_split is not None else None
@@ -290,13 +334,26 @@ class AutoMeanKL(AutoNormal):
             for n, s in self.prototype_trace.items()
             if s["type"] == "sample" and not s["is_observed"]
         ]
-        ms, phis = {}, {}
+        ms, phis, outside = {}, {}, {}
         for name, site in sites:
             event_dim = self._event_dims[name]
-            m_name, phi_name = self._param_names(name)
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     stack.enter_context(plates[frame.name])
+                if name in self._outside:  # as AutoNormal
+                    loc_name, scale_name = self._outside_names(name)
+                    init_loc = self._init_locs[name]
+                    outside[name] = (
+                        numpyro.param(loc_name, init_loc, event_dim=event_dim),
+                        numpyro.param(
+                            scale_name,
+                            jnp.full(jnp.shape(init_loc), self._init_scale),
+                            constraint=self.scale_constraint,
+                            event_dim=event_dim,
+                        ),
+                    )
+                    continue
+                m_name, phi_name = self._param_names(name)
                 ms[name] = numpyro.param(
                     m_name, self._init_m[name], event_dim=event_dim
                 )
@@ -305,31 +362,68 @@ class AutoMeanKL(AutoNormal):
                         phi_name, self._init_phi[name], event_dim=event_dim
                     )
         loc_scale = self._loc_scale(ms, phis if self.budget_split != "equal" else None)
+        loc_scale.update(outside)
         result = {}
         for name, site in sites:
             loc, scale = loc_scale[name]
+            fn = dist.Normal(loc, scale).to_event(self._event_dims[name])
+            if name in self._transforms:
+                fn = dist.TransformedDistribution(fn, self._transforms[name])
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     stack.enter_context(plates[frame.name])
-                result[name] = numpyro.sample(
-                    name, dist.Normal(loc, scale).to_event(self._event_dims[name])
-                )
+                result[name] = numpyro.sample(name, fn)
         return result
 
     def _params_loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
+        if not self._priors:
+            raise ValueError(
+                "the AutoMeanKL guide has not been run yet (train it first)"
+            )
+        names = [*(n for k in self._priors for n in self._param_names(k)[:1])]
+        if self.budget_split != "equal":
+            names += [self._param_names(k)[1] for k in self._priors]
+        names += [n for k in self._outside for n in self._outside_names(k)]
+        _check_params("AutoMeanKL", params, names)
         ms = {k: params[self._param_names(k)[0]] for k in self._priors}
         phis = None
         if self.budget_split != "equal":
             phis = {k: params[self._param_names(k)[1]] for k in self._priors}
         return self._loc_scale(ms, phis)
 
+    def _outside_loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
+        """``{site: (loc, scale)}`` in unconstrained space of the sites outside the
+        budget."""
+        return {
+            k: tuple(params[n] for n in self._outside_names(k)) for k in self._outside
+        }
+
+    def _all_loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
+        out = self._params_loc_scale(params)
+        out.update(self._outside_loc_scale(params))
+        return out
+
+    def _to_constrained(self, latent: dict) -> dict:
+        """Unconstrained values of every latent site (any leading sample shape) to
+        the model's supports."""
+        if not self._transforms:
+            return latent
+        if self._dependent_support:
+            return {k: v for k, v in self._constrain(latent).items() if k in latent}
+        return {
+            k: self._transforms[k](v) if k in self._transforms else v
+            for k, v in latent.items()
+        }
+
     def loc_scale(self, params: dict) -> dict[str, tuple[Any, Any]]:
-        """``{site: (mu, sigma)}`` of the posterior at ``params``."""
+        """``{site: (mu, sigma)}`` of the posterior of the budgeted sites at
+        ``params``."""
         return self._params_loc_scale(params)
 
     @property
     def priors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{site: (nu, rho)}``: the coding distribution (the model's prior)."""
+        """``{site: (nu, rho)}``: the coding distribution (the model's prior) of the
+        budgeted sites."""
         return dict(self._priors)
 
     @property
@@ -339,8 +433,9 @@ class AutoMeanKL(AutoNormal):
         return None if self._block_split is None else self._block_split.blocks
 
     def kl(self, params: dict) -> tuple[Any, dict[str, Any]]:
-        """``(total, {site: KL})`` in nats, recomputed from :math:`(\\mu, \\sigma)` and
-        the prior with the closed form; equals the budget up to rounding."""
+        r"""``(total, {site: KL})`` in nats of the **budgeted** sites, recomputed from
+        :math:`(\mu, \sigma)` and the prior with the closed form; equals the budget
+        up to rounding. The sites outside the budget: :meth:`kl_outside`."""
         per_site = {}
         for name, (loc, scale) in self._params_loc_scale(params).items():
             nu, rho = self._prior_arrays[name]
@@ -350,6 +445,46 @@ class AutoMeanKL(AutoNormal):
             per_site[name] = jnp.sum(kl)
         return sum(per_site.values()), per_site
 
+    def kl_outside(
+        self,
+        rng_key: Any,
+        params: dict,
+        *args: Any,
+        num_samples: int = 1000,
+        **kwargs: Any,
+    ) -> dict[str, tuple[Any, Any]]:
+        r"""``{site: (estimate, standard error)}`` in nats of the KL of each site
+        outside the budget, by Monte Carlo over ``num_samples`` draws of the guide:
+        :math:`\mathbb E_q[\log q(z) - \log p(z \mid \text{parents})]`, the
+        model run on each draw (so a hierarchical prior is evaluated at the drawn
+        parents; the terms of all sites sum to the KL of the whole posterior). Pass
+        the model's arguments. Empty when every site is budgeted."""
+        num_samples = gc.check_num_samples(num_samples)
+        if not self._outside:
+            return {}
+        self._params_loc_scale(params)  # checks params
+        names = list(self._outside)
+
+        def one(key: Any) -> Any:
+            k1, k2 = random.split(key)
+            with numpyro.handlers.block():
+                g = numpyro.handlers.trace(
+                    numpyro.handlers.substitute(
+                        numpyro.handlers.seed(self, k1), data=params
+                    )
+                ).get_trace(*args, **kwargs)
+                m = numpyro.handlers.trace(
+                    numpyro.handlers.replay(numpyro.handlers.seed(self.model, k2), g)
+                ).get_trace(*args, **kwargs)
+            return jnp.stack(
+                [_site_log_prob(g[n]) - _site_log_prob(m[n]) for n in names]
+            )
+
+        terms = jax.lax.map(one, random.split(rng_key, num_samples))
+        mean = jnp.mean(terms, axis=0)
+        se = jnp.std(terms, axis=0, ddof=1) / math.sqrt(num_samples)
+        return {n: (mean[i], se[i]) for i, n in enumerate(names)}
+
     def sample_posterior(
         self,
         rng_key: Any,
@@ -358,26 +493,49 @@ class AutoMeanKL(AutoNormal):
         sample_shape: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> dict[str, Any]:
+        latent = self._all_loc_scale(params)
         out = {}
         for key, (name, (loc, scale)) in zip(
-            random.split(rng_key, len(self._priors)),
-            self._params_loc_scale(params).items(),
-            strict=True,
+            random.split(rng_key, len(latent)), latent.items(), strict=True
         ):
             out[name] = dist.Normal(loc, scale).sample(key, tuple(sample_shape))
-        return out
+        return self._to_constrained(out)
 
     def median(self, params: dict) -> dict[str, Any]:
-        return {k: loc for k, (loc, _) in self._params_loc_scale(params).items()}
+        return self._to_constrained(
+            {k: loc for k, (loc, _) in self._all_loc_scale(params).items()}
+        )
 
     def quantiles(self, params: dict, quantiles: Any) -> dict[str, Any]:
         q = jnp.asarray(quantiles)
         out = {}
-        for name, (loc, scale) in self._params_loc_scale(params).items():
+        for name, (loc, scale) in self._all_loc_scale(params).items():
             out[name] = dist.Normal(loc, scale).icdf(
                 q.reshape((-1,) + (1,) * jnp.ndim(loc))
             )
-        return out
+        return self._to_constrained(out)
+
+
+def _site_log_prob(site: dict) -> Any:
+    """A trace site's summed log density, with its plates' subsampling scale."""
+    lp = jnp.sum(site["fn"].log_prob(site["value"]))
+    return lp if site.get("scale") is None else lp * site["scale"]
+
+
+def _check_params(guide: str, params: Any, names: list[str]) -> None:
+    """``params`` must be a dict holding every parameter ``names`` lists."""
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"params must be the {guide} guide's trained parameters (a dict, "
+            f"svi.get_params(state)), got {type(params).__name__}"
+        )
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(
+            f"params lacks {len(missing)} of the {guide} guide's parameters: "
+            f"{missing[:8]}{' ...' if len(missing) > 8 else ''} (pass "
+            "svi.get_params(state) of this guide)"
+        )
 
 
 class AutoDeviceNoise(AutoNormal):

@@ -16,7 +16,7 @@ from numpyro.primitives import _PYRO_STACK, Messenger
 from ..common import handlers as cc
 from ..core import crossbar as cx
 from ..core.device import Device
-from . import _intercept
+from . import _intercept, _provenance
 from ._backend import BACKEND
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS
@@ -88,35 +88,10 @@ def _crossbar_weights(
 
 
 def _dependencies(fn: Any, args: tuple, kwargs: dict, tr: dict) -> dict | None:
-    """Per site (sample: its log density; deterministic: its value), the latent
-    sites it depends on, by NumPyro's provenance tracking (abstract evaluation, no
-    array computation); ``None`` when the model cannot be traced abstractly."""
-    from numpyro.ops.provenance import eval_provenance
-
-    samples = {
-        n: s["value"]
-        for n, s in tr.items()
-        if s["type"] == "sample" and not s["is_observed"]
-    }
-
-    def outputs(**sample: Any) -> dict:
-        with (
-            numpyro.handlers.trace() as t2,
-            numpyro.handlers.seed(rng_seed=0),
-            numpyro.handlers.substitute(data=sample),
-        ):
-            fn(*args, **kwargs)
-        out = {}
-        for n, s in t2.items():
-            if s["type"] == "sample":
-                out[n] = s["fn"].log_prob(s["value"])
-            elif s["type"] == "deterministic":
-                out[n] = s["value"]
-        return out
-
+    """:func:`~ppl_hw.numpyro._provenance.dependencies`, or ``None`` (with a
+    warning) when the model cannot be traced abstractly."""
     try:
-        with numpyro.handlers.block():
-            prov = eval_provenance(outputs, **samples)
+        return _provenance.dependencies(fn, args, kwargs, tr)
     except Exception as err:
         warnings.warn(
             "crossbar: could not trace which sites depend on which "
@@ -126,7 +101,6 @@ def _dependencies(fn: Any, args: tuple, kwargs: dict, tr: dict) -> dict | None:
             stacklevel=4,
         )
         return None
-    return {n: frozenset(p) for n, p in prov.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("device",))

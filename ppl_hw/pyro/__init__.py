@@ -4,7 +4,8 @@ Submodules: :mod:`~ppl_hw.pyro.distributions` (device noise, discrete weights,
 spike-and-slab), :mod:`~ppl_hw.pyro.handlers` (the crossbar handler, also as
 :mod:`~ppl_hw.pyro.poutine`),
 :mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives),
-:mod:`~ppl_hw.pyro.models` (ready-made models) and
+:mod:`~ppl_hw.pyro.models` (ready-made models),
+:mod:`~ppl_hw.pyro.bnn` (a Bayesian network in one call from your own module) and
 :mod:`~ppl_hw.pyro.deploy` (the deployment sweep over chips and read times).
 """
 
@@ -12,6 +13,7 @@ spike-and-slab), :mod:`~ppl_hw.pyro.handlers` (the crossbar handler, also as
 from . import (  # noqa: F401
     arviz,
     autoguide,
+    bnn,
     coding,
     deploy,
     distributions,
@@ -24,6 +26,7 @@ from . import (  # noqa: F401
 
 __all__ = [
     "autoguide",
+    "bnn",
     "deploy",
     "distributions",
     "handlers",

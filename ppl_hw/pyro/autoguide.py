@@ -23,6 +23,7 @@ import copy
 import functools
 import math
 import operator
+from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import Any
 
@@ -42,6 +43,7 @@ from pyro.poutine.util import site_is_subsample
 from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
+from . import _provenance
 from ._backend import BACKEND
 from .distributions import DeviceNoise, EmpiricalNoise
 from .distributions._base import base_distribution
@@ -102,6 +104,8 @@ class _Base(AutoGuide):
     """Prototype handling shared by the three guides (init values, event dims,
     subsampled plates), as Pyro's ``AutoNormal`` does it."""
 
+    scale_constraint = constraints.softplus_positive
+
     def __init__(self, model: Any, *, init_loc_fn: Any, create_plates: Any = None):
         self.init_loc_fn = init_loc_fn
         super().__init__(InitMessenger(init_loc_fn)(model), create_plates=create_plates)
@@ -120,6 +124,15 @@ class _Base(AutoGuide):
                     ).contiguous()
             out[name] = (init, event_dim)
         return out
+
+    def _add_loc_scale(self, name: str, init: torch.Tensor, event_dim: int) -> None:
+        """``AutoNormal``'s parameters of a site: ``locs.<site>`` (unconstrained) and
+        ``scales.<site>`` (``scale_constraint``, from ``init_scale``)."""
+        deep_setattr(self.locs, name, PyroParam(init, constraints.real, event_dim))
+        scale = torch.full_like(init, self._init_scale)
+        deep_setattr(
+            self.scales, name, PyroParam(scale, self.scale_constraint, event_dim)
+        )
 
     def _plates_for(self, site: dict, plates: dict, stack: ExitStack) -> None:
         for frame in site["cond_indep_stack"]:
@@ -175,19 +188,40 @@ class AutoMeanKL(_Base):
         super()._setup_prototype(*args, **kwargs)
         self._event_dims: dict[str, int] = {}
         self._priors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        locs = {}
-        for name, site in _latent_sites(self.prototype_trace):
+        latent = dict(_latent_sites(self.prototype_trace))
+        for site in latent.values():
             _check_continuous("AutoMeanKL", site)
-            if not _is_real(site):
-                raise ValueError(
-                    f"AutoMeanKL needs real-valued sites; site {name!r} has support "
-                    f"{site['fn'].support}"
+        try:
+            deps = _provenance.dependencies(self.model, args, kwargs)
+        except Exception as err:  # the host cannot trace this model abstractly
+            gc.warn_untraceable(err)
+            deps = {}
+        _, self._outside = gc.meankl_sites(
+            {
+                n: (
+                    type(base_distribution(s["fn"])).__name__,
+                    isinstance(base_distribution(s["fn"]), torch.distributions.Normal),
+                    _is_real(s),
+                    deps.get(n, frozenset()) - {n},
                 )
-        for name, (init, event_dim) in self._init_values().items():
+                for n, s in latent.items()
+            }
+        )
+        self._transforms = {
+            n: biject_to(latent[n]["fn"].support)
+            for n in self._outside
+            if not _is_real(latent[n])
+        }
+        init_values = self._init_values()
+        locs = {}
+        self.locs = PyroModule()
+        self.scales = PyroModule()
+        for name, (init, event_dim) in init_values.items():
             self._event_dims[name] = event_dim
-            self._priors[name] = _normal_prior(
-                self.prototype_trace.nodes[name], init.shape
-            )
+            if name in self._outside:  # as AutoNormal
+                self._add_loc_scale(name, init, event_dim)
+                continue
+            self._priors[name] = _normal_prior(latent[name], init.shape)
             locs[name] = init.double().numpy()
         dtype = torch.get_default_dtype()
         if self.budget_split == "blocks":
@@ -229,16 +263,54 @@ class AutoMeanKL(_Base):
             for i in (0, 1)
         )
 
-    def _loc_scale(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        # all sites solved as one flat vector: eager PyTorch pays per operation
+    @property
+    def budget_sites(self) -> list[str]:
+        """The sites that carry the KL budget (fixed ``Normal`` priors on the real
+        line: the weights), in trace order (empty before the first call)."""
+        return list(getattr(self, "_priors", {}))
+
+    @property
+    def outside_sites(self) -> dict[str, str]:
+        """``{site: reason}`` for the latent sites outside the budget; each has a
+        mean-field ``Normal`` in unconstrained space as ``AutoNormal`` gives it
+        (parameters ``locs.<site>`` and ``scales.<site>``)."""
+        return dict(getattr(self, "_outside", {}))
+
+    def param_names(self) -> dict[str, list[str]]:
+        """``{site: [param store names]}`` of every latent site's parameters
+        (``"<guide>.ms.<site>"``, ``"<guide>.phis.<site>"``; outside the budget
+        ``"<guide>.locs.<site>"``, ``"<guide>.scales.<site>"``)."""
+        if not self.budget_sites:
+            raise gc.not_run_yet("AutoMeanKL")
+        out = {}
+        for name in self._event_dims:
+            if name in self._outside:
+                groups = ("locs", "scales")
+            elif self.budget_split != "equal":
+                groups = ("ms", "phis")
+            else:
+                groups = ("ms",)
+            out[name] = [f"{self._pyro_name}.{g}.{name}" for g in groups]
+        return out
+
+    def _loc_scale(
+        self, values: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        # all sites solved as one flat vector: eager PyTorch pays per operation;
+        # values: {param store name: value} to read instead of the module's own
         names = list(self._priors)
-        ms = [operator.attrgetter(k)(self.ms) for k in names]
+        if values is None:
+            ms = [operator.attrgetter(k)(self.ms) for k in names]
+        else:
+            ms = [values[f"{self._pyro_name}.ms.{k}"] for k in names]
         m = torch.cat([v.reshape(-1) for v in ms])
         phi = None
         if self.budget_split != "equal":
-            phi = torch.cat(
-                [operator.attrgetter(k)(self.phis).reshape(-1) for k in names]
-            )
+            if values is None:
+                phis = [operator.attrgetter(k)(self.phis) for k in names]
+            else:
+                phis = [values[f"{self._pyro_name}.phis.{k}"] for k in names]
+            phi = torch.cat([v.reshape(-1) for v in phis])
         blocks = None
         if self._block_split is not None:
             index, pad, block_of = self._block_tensors
@@ -265,29 +337,46 @@ class AutoMeanKL(_Base):
             )
         }
 
+    def _outside_loc_scale(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {
+            k: (operator.attrgetter(k)(self.locs), operator.attrgetter(k)(self.scales))
+            for k in self._outside
+        }
+
+    def _site_dist(self, name: str, loc: torch.Tensor, scale: torch.Tensor) -> Any:
+        fn = dist.Normal(loc, scale).to_event(self._event_dims[name])
+        if name in self._transforms:
+            fn = dist.TransformedDistribution(fn, self._transforms[name])
+        return fn
+
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
         loc_scale = self._loc_scale()
+        loc_scale.update(self._outside_loc_scale())
         result = {}
         for name, site in _latent_sites(self.prototype_trace):
             loc, scale = loc_scale[name]
             with ExitStack() as stack:
                 self._plates_for(site, plates, stack)
-                result[name] = pyro.sample(
-                    name, dist.Normal(loc, scale).to_event(self._event_dims[name])
-                )
+                result[name] = pyro.sample(name, self._site_dist(name, loc, scale))
         return result
 
-    @torch.no_grad()
-    def loc_scale(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``{site: (mu, sigma)}`` of the current posterior."""
-        return self._loc_scale()
+    def loc_scale(
+        self, params: Any = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{site: (mu, sigma)}`` of the budgeted sites, from ``params``
+        (``{param store name: value}``, e.g. ``dict(pyro.get_param_store().items())``)
+        or, with ``None``, the param store's current values (after
+        ``pyro.get_param_store().load(path)`` too, before the guide runs again)."""
+        with torch.no_grad():
+            return self._loc_scale(_read_params(self, params))
 
     @property
     def priors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{site: (nu, rho)}``: the coding distribution (the model's prior)."""
+        """``{site: (nu, rho)}``: the coding distribution (the model's prior) of the
+        budgeted sites."""
         return dict(self._priors)
 
     @property
@@ -298,7 +387,8 @@ class AutoMeanKL(_Base):
 
     @torch.no_grad()
     def kl(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(total, {site: KL})`` in nats, recomputed from :math:`(\\mu, \\sigma)`."""
+        r"""``(total, {site: KL})`` in nats of the **budgeted** sites, recomputed from
+        :math:`(\mu, \sigma)`; the other sites: :meth:`kl_outside`."""
         per_site = {}
         for name, (loc, scale) in self._loc_scale().items():
             nu, rho = (a.to(loc) for a in self._prior_tensors[name])
@@ -306,20 +396,106 @@ class AutoMeanKL(_Base):
         return sum(per_site.values()), per_site
 
     @torch.no_grad()
+    def kl_outside(
+        self, *args: Any, num_samples: int = 1000, **kwargs: Any
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{site: (estimate, standard error)}`` in nats of the KL of each site
+        outside the budget, by Monte Carlo over ``num_samples`` draws of the guide
+        (torch's generator), the model run on each draw so a hierarchical prior is
+        evaluated at the drawn parents — see
+        :meth:`ppl_hw.numpyro.autoguide.AutoMeanKL.kl_outside`. Pass the model's
+        arguments."""
+        num_samples = gc.check_num_samples(num_samples)
+        if self.prototype_trace is None:
+            raise gc.not_run_yet("AutoMeanKL")
+        names = list(self._outside)
+        if not names:
+            return {}
+        terms = torch.empty(num_samples, len(names))
+        for i in range(num_samples):
+            with pyro.poutine.block():
+                g = pyro.poutine.trace(self).get_trace(*args, **kwargs)
+                m = pyro.poutine.trace(
+                    pyro.poutine.replay(self.model, trace=g)
+                ).get_trace(*args, **kwargs)
+            for j, n in enumerate(names):
+                terms[i, j] = _site_log_prob(g.nodes[n]) - _site_log_prob(m.nodes[n])
+        mean = terms.mean(0)
+        se = terms.std(0) / math.sqrt(num_samples)
+        return {n: (mean[j], se[j]) for j, n in enumerate(names)}
+
+    def _constrained(self, latent: dict) -> dict:
+        return {
+            k: (self._transforms[k](v) if k in self._transforms else v).detach()
+            for k, v in latent.items()
+        }
+
+    @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        return {k: loc for k, (loc, _) in self._loc_scale().items()}
+        latent = {k: loc for k, (loc, _) in self._loc_scale().items()}
+        latent.update({k: loc for k, (loc, _) in self._outside_loc_scale().items()})
+        return self._constrained(latent)
 
     @torch.no_grad()
     def quantiles(
         self, quantiles: Any, *args: Any, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
+        latent = self._loc_scale()
+        latent.update(self._outside_loc_scale())
         out = {}
-        for name, (loc, scale) in self._loc_scale().items():
+        for name, (loc, scale) in latent.items():
             q = torch.as_tensor(quantiles, dtype=loc.dtype).reshape(
                 (-1,) + (1,) * loc.dim()
             )
             out[name] = dist.Normal(loc, scale).icdf(q)
-        return out
+        return self._constrained(out)
+
+
+def _site_log_prob(site: dict) -> torch.Tensor:
+    """A trace site's summed log density, with its plates' subsampling scale."""
+    return site["fn"].log_prob(site["value"]).sum() * site["scale"]
+
+
+def _read_params(
+    guide: Any, params: Any, wanted: dict[str, list[str]] | None = None
+) -> dict[str, torch.Tensor]:
+    """``{param store name: value}`` of the parameters ``wanted`` (``{site: names}``,
+    default ``guide.param_names()``) of a trained guide, from ``params`` (a mapping)
+    or, with ``None``, the param store's current values; a missing one raises naming
+    its site."""
+    if wanted is None:
+        wanted = guide.param_names()
+    if params is None:
+        store = pyro.get_param_store()
+        source: Any = {
+            n: store[n] for names in wanted.values() for n in names if n in store
+        }
+        where = "the param store"
+    elif isinstance(params, Mapping):
+        source, where = params, "params"
+    else:
+        raise TypeError(
+            "params must be None (the param store) or a mapping of param store "
+            f"names to values, got {type(params).__name__}"
+        )
+    missing = {
+        site: [n for n in names if n not in source]
+        for site, names in wanted.items()
+        if any(n not in source for n in names)
+    }
+    if missing:
+        absent = [n for v in missing.values() for n in v]
+        raise ValueError(
+            f"{where} lacks the {type(guide).__name__} guide's parameters of sites "
+            f"{sorted(missing)} (names {absent[:8]}); pass "
+            "dict(pyro.get_param_store().items()) after training or loading, or "
+            "run the guide"
+        )
+    return {
+        n: torch.as_tensor(source[n]).detach()
+        for names in wanted.values()
+        for n in names
+    }
 
 
 class AutoDeviceNoise(_Base):
@@ -335,8 +511,6 @@ class AutoDeviceNoise(_Base):
     :param init_scale: initial ``scale`` of every site.
     :param init_loc_fn: initial locations (``init_to_uniform``).
     """
-
-    scale_constraint = constraints.softplus_positive
 
     def __init__(
         self,
@@ -365,16 +539,7 @@ class AutoDeviceNoise(_Base):
             _check_continuous("AutoDeviceNoise", site)
         for name, (init, event_dim) in self._init_values().items():
             self._event_dims[name] = event_dim
-            deep_setattr(self.locs, name, PyroParam(init, constraints.real, event_dim))
-            deep_setattr(
-                self.scales,
-                name,
-                PyroParam(
-                    torch.full_like(init, self._init_scale),
-                    self.scale_constraint,
-                    event_dim,
-                ),
-            )
+            self._add_loc_scale(name, init, event_dim)
 
     def _loc_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return operator.attrgetter(name)(self.locs), operator.attrgetter(name)(

@@ -16,6 +16,7 @@ from pyro.poutine.util import site_is_subsample
 from ..common import handlers as cc
 from ..core import crossbar as cx
 from ..core.device import Device
+from . import _provenance
 from ._backend import BACKEND
 from ._intercept import ChipMode
 from .distributions import DiscreteWeight
@@ -103,7 +104,7 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
         try:
             with pyro.poutine.block():
                 try:
-                    prov = _Provenance()
+                    prov = _provenance.Provenance()
                     with torch.no_grad(), prov:
                         tr = pyro.poutine.trace(wrapped).get_trace(*args, **kwargs)
                     deps: dict | None = prov.deps
@@ -218,36 +219,6 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
 
     def _matvec(self, x: Any, w: Any, draw: Any, device: Device) -> Any:
         return cx.analog_matvec(x, w, device, draw, xp=_xp, special=_sp)
-
-
-class _Provenance(Messenger):
-    """Pyro's provenance tracking for the dry trace (as
-    ``pyro.infer.inspect.TrackProvenance``, but also keeping what each site's log
-    density and each deterministic value depends on): ``deps[name]`` is the set of
-    latent sites a sample site's log density, or a deterministic site's value,
-    depends on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.deps: dict[str, frozenset] = {}
-
-    def _pyro_post_sample(self, msg: dict) -> None:
-        from pyro.ops.provenance import (
-            ProvenanceTensor,
-            detach_provenance,
-            get_provenance,
-        )
-
-        if site_is_subsample(msg):
-            return
-        name = msg["name"]
-        if msg["infer"].get("_deterministic"):
-            self.deps[name] = frozenset(get_provenance(msg["value"]))
-            return
-        self.deps[name] = frozenset(get_provenance(msg["fn"].log_prob(msg["value"])))
-        if not msg["is_observed"] and isinstance(msg["value"], torch.Tensor):
-            value = detach_provenance(msg["value"])
-            msg["value"] = ProvenanceTensor(value, frozenset({name}))
 
 
 def crossbar(
