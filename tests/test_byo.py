@@ -581,3 +581,83 @@ def test_other_guides_on_a_noise_scale_work_or_refuse_clearly():
     pyro.clear_param_store()
     with pytest.raises(ValueError, match=r"no scale sites among .*scale_sites=\["):
         pag.AutoScaleDropout(p_plain, p=0.2)(x, y)
+
+
+# -- 6. every guide on a network made by bnn.bayesian ------------------------------------
+
+
+def test_every_guide_on_a_bayesian_network_from_a_users_module():
+    """A torch ``nn.Sequential`` (Pyro) and a flax linen MLP (NumPyro) made Bayesian
+    by ``bnn.bayesian`` with a learned noise scale: AutoNormal, AutoMeanKL and
+    AutoDeviceNoise train (finite, decreasing loss), AutoMeanKL codes the weights and
+    stores ``sigma``, AutoScaleDropout refuses naming the remedy."""
+    from ppl_hw import devices
+    from ppl_hw.numpyro.bnn import bayesian as nbayesian
+    from ppl_hw.pyro.bnn import bayesian as pbayesian
+
+    noise = devices.mtj_noise(2000, seed=0)
+    nmodel = nbayesian(LinenMLP(), ndist.Normal(0.0, 1.0), likelihood="normal")
+    init = numpyro.infer.init_to_uniform(radius=SMALL_INIT)
+    for guide in (
+        NAutoNormal(nmodel),
+        nag.AutoMeanKL(nmodel, kl_budget_bits=80, init_loc_fn=init),
+        nag.AutoDeviceNoise(nmodel, noise=NNoise(noise)),
+    ):
+        svi = SVI(nmodel, guide, optax.adam(1e-2), TraceMeanField_ELBO())
+        run = svi.run(jax.random.key(0), 300, X, Y, progress_bar=False)
+        assert np.all(np.isfinite(run.losses)), type(guide).__name__
+        assert run.losses[-20:].mean() < run.losses[:20].mean(), type(guide).__name__
+    mk = nag.AutoMeanKL(nmodel, kl_budget_bits=80, init_loc_fn=init)
+    svi = SVI(nmodel, mk, optax.adam(1e-2), TraceMeanField_ELBO())
+    params = svi.run(jax.random.key(0), 100, X, Y, progress_bar=False).params
+    assert mk.outside_sites == {"sigma": "HalfNormal prior (not Normal)"}
+    comp = coding.encode(mk, params, bits_per_block=8)
+    assert set(coding.decode(comp)) == set(nmodel.site_names(X)) | {"sigma"}
+    with pytest.raises(ValueError, match=r"no scale sites among .*scale_sites"):
+        SVI(
+            nmodel,
+            nag.AutoScaleDropout(nmodel, p=0.1),
+            optax.adam(1e-2),
+            TraceMeanField_ELBO(),
+        ).init(jax.random.key(0), X, Y)
+
+    net = torch.nn.Sequential(
+        torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    )
+    pmodel = pbayesian(net, pdist.Normal(0.0, 1.0), likelihood="normal")
+    x, y = torch.as_tensor(X), torch.as_tensor(Y)
+    pinit = pyro.infer.autoguide.init_to_uniform(radius=SMALL_INIT)
+    for guide in (
+        PAutoNormal(pmodel),
+        pag.AutoMeanKL(pmodel, kl_budget_bits=80, init_loc_fn=pinit),
+        pag.AutoDeviceNoise(pmodel, noise=PNoise(noise)),
+    ):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        svi = pyro.infer.SVI(
+            pmodel,
+            guide,
+            pyro.optim.Adam({"lr": 1e-2}),
+            pyro.infer.TraceMeanField_ELBO(),
+        )
+        losses = [svi.step(x, y) for _ in range(100)]
+        assert np.all(np.isfinite(losses)), type(guide).__name__
+        assert np.mean(losses[-20:]) < np.mean(losses[:20]), type(guide).__name__
+    comp = coding.encode(_trained_meankl(pmodel, x, y, pinit), bits_per_block=8)
+    assert set(coding.decode(comp)) == set(pmodel.site_names()) | {"sigma"}
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match=r"no scale sites among .*scale_sites"):
+        pag.AutoScaleDropout(pmodel, p=0.1)(x, y)
+
+
+def _trained_meankl(pmodel, x, y, init):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = pag.AutoMeanKL(pmodel, kl_budget_bits=80, init_loc_fn=init)
+    svi = pyro.infer.SVI(
+        pmodel, guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.TraceMeanField_ELBO()
+    )
+    for _ in range(20):
+        svi.step(x, y)
+    assert guide.outside_sites == {"sigma": "HalfNormal prior (not Normal)"}
+    return guide
