@@ -436,6 +436,8 @@ def test_numpyro_crossbar_programs_the_weights_and_routes_the_layers(kind):
 
 
 def _pyro_handler(wrapped):
+    if hasattr(wrapped, "handler"):
+        return wrapped.handler
     for cell in wrapped.__closure__ or ():
         if isinstance(cell.cell_contents, CrossbarMessenger):
             return cell.cell_contents

@@ -187,6 +187,8 @@ def _pyro_handler(wrapped):
     """The CrossbarMessenger behind a wrapped Pyro model."""
     from ppl_hw.pyro.handlers import CrossbarMessenger
 
+    if hasattr(wrapped, "handler"):
+        return wrapped.handler
     for cell in wrapped.__closure__ or ():
         if isinstance(cell.cell_contents, CrossbarMessenger):
             return cell.cell_contents

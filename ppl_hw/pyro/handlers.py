@@ -22,7 +22,7 @@ from ._intercept import ChipMode
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS
 
-__all__ = ["CrossbarMessenger", "active_crossbar", "crossbar"]
+__all__ = ["ChipModel", "CrossbarMessenger", "active_crossbar", "crossbar"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
 
@@ -249,8 +249,10 @@ def crossbar(
         chip = crossbar(model, device=devices.PCM(), t_inference=3600.0, seed=0)
         Predictive(chip, guide=guide, num_samples=100)(x_test)
 
-    :param fn: the model, or ``None`` for a :class:`CrossbarMessenger` to use as a
-        context manager.
+    :param fn: the model — the result is then a :class:`ChipModel`, called as the
+        model, with the handler's reports (``weight_sites``, ``routed``, ``layouts``)
+        as attributes — or ``None`` for a :class:`CrossbarMessenger` to use as a
+        context manager or decorator.
     :param device: the :class:`~ppl_hw.core.device.Device`.
     :param sites: ``None``, a list of names, a dict name -> ``Device`` or a callable
         ``(msg) -> Device | None``.
@@ -268,7 +270,29 @@ def crossbar(
         reprogram=reprogram,
         record=record,
     )
-    return msngr(fn) if fn is not None else msngr
+    return ChipModel(fn, msngr) if fn is not None else msngr
+
+
+class ChipModel:
+    """A model wrapped by :func:`crossbar`: call it as the model (it runs under the
+    handler); the handler's reports — ``weight_sites``, ``routed``, ``layouts``,
+    ``applications`` — are its attributes, as on NumPyro's handler, and ``handler``
+    is the :class:`CrossbarMessenger` itself."""
+
+    def __init__(self, fn: Any, handler: CrossbarMessenger):
+        # not functools.wraps: it would copy a PyroModule's __dict__ (its modules
+        # and parameters) onto the wrapper
+        functools.update_wrapper(self, fn, updated=())
+        self.handler = handler
+        self._run = handler(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["handler"], name)
 
 
 def active_crossbar() -> CrossbarMessenger | None:
