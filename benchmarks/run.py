@@ -44,13 +44,16 @@ def _fmt_details(details: dict[str, float]) -> str:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| benchmark | ratio | goal | status | details |",
+        "| benchmark | ratio (min–max over rounds) | goal | status | details |",
         "|---|---:|---:|---|---|",
     ]
     for r in results:
         goal = "—" if r.goal is None else f"≤ {r.goal:g}×"
         details = _fmt_details(r.details) + (f"; {r.note}" if r.note else "")
-        lines.append(f"| {r.name} | {r.ratio:.2f}× | {goal} | {r.status} | {details} |")
+        spread = "" if r.spread is None else f" ({r.spread[0]:.2f}–{r.spread[1]:.2f})"
+        lines.append(
+            f"| {r.name} | {r.ratio:.2f}×{spread} | {goal} | {r.status} | {details} |"
+        )
     return "\n".join(lines)
 
 
