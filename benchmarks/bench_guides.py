@@ -4,15 +4,24 @@ The digits BNN (64-64-10, full batch of 1347 digits) under ``TraceMeanField_ELBO
 for ``AutoMeanKL`` and ``AutoDeviceNoise`` (MTJ shape, 10 000-point table);
 ``AutoScaleDropout`` on the binary network (``binary_mlp_classifier``) against
 ``AutoNormal`` on that same network. NumPyro: ``svi.update`` jitted; Pyro: eager
-``svi.step``.
+``svi.step`` on one torch thread. Outside ``quick``, the same ratios at hidden widths
+256 and 1 024 (two hidden layers) show how the guides' cost grows with the network.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from _timing import Result, compare
 
+GUIDES = (
+    ("AutoMeanKL", "AutoNormal"),
+    ("AutoDeviceNoise", "AutoNormal"),
+    ("AutoScaleDropout", "AutoNormal (binary)"),
+)
 
-def _numpyro(quick: bool, reps: dict) -> list[Result]:
+
+def _numpyro(width: int, binary_width: int, reps: dict) -> list[Result]:
     import jax
     import jax.numpy as jnp
     import numpyro
@@ -28,6 +37,8 @@ def _numpyro(quick: bool, reps: dict) -> list[Result]:
     data = load_digits()
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     noise = EmpiricalNoise(devices.mtj_noise(10_000, seed=0))
+    real = partial(mlp_classifier, hidden=(width, width))
+    binary = partial(binary_mlp_classifier, hidden=(binary_width, binary_width))
 
     def stepper(model, guide):
         svi = SVI(model, guide, numpyro.optim.Adam(1e-3), TraceMeanField_ELBO())
@@ -43,26 +54,18 @@ def _numpyro(quick: bool, reps: dict) -> list[Result]:
 
     t = compare(
         {
-            "AutoNormal": stepper(mlp_classifier, AutoNormal(mlp_classifier)),
-            "AutoMeanKL": stepper(
-                mlp_classifier, AutoMeanKL(mlp_classifier, kl_budget_bits=20_000)
-            ),
-            "AutoDeviceNoise": stepper(
-                mlp_classifier, AutoDeviceNoise(mlp_classifier, noise=noise)
-            ),
-            "AutoNormal (binary)": stepper(
-                binary_mlp_classifier, AutoNormal(binary_mlp_classifier)
-            ),
-            "AutoScaleDropout": stepper(
-                binary_mlp_classifier, AutoScaleDropout(binary_mlp_classifier, p=0.5)
-            ),
+            "AutoNormal": stepper(real, AutoNormal(real)),
+            "AutoMeanKL": stepper(real, AutoMeanKL(real, kl_budget_bits=20_000)),
+            "AutoDeviceNoise": stepper(real, AutoDeviceNoise(real, noise=noise)),
+            "AutoNormal (binary)": stepper(binary, AutoNormal(binary)),
+            "AutoScaleDropout": stepper(binary, AutoScaleDropout(binary, p=0.5)),
         },
         **reps,
     )
-    return _results("NumPyro jit", t)
+    return _results("NumPyro jit", width, binary_width, t)
 
 
-def _pyro(quick: bool, reps: dict) -> list[Result]:
+def _pyro(width: int, binary_width: int, reps: dict) -> list[Result]:
     import pyro
     import torch
     from pyro.infer import SVI, TraceMeanField_ELBO
@@ -74,9 +77,12 @@ def _pyro(quick: bool, reps: dict) -> list[Result]:
     from ppl_hw.pyro.distributions import EmpiricalNoise
     from ppl_hw.pyro.models import binary_mlp_classifier, mlp_classifier
 
+    torch.set_num_threads(1)
     data = load_digits()
     x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     noise = EmpiricalNoise(devices.mtj_noise(10_000, seed=0))
+    real = partial(mlp_classifier, hidden=(width, width))
+    binary = partial(binary_mlp_classifier, hidden=(binary_width, binary_width))
     pyro.set_rng_seed(0)
 
     def stepper(model, guide):
@@ -95,37 +101,30 @@ def _pyro(quick: bool, reps: dict) -> list[Result]:
 
     t = compare(
         {
-            "AutoNormal": stepper(mlp_classifier, AutoNormal(mlp_classifier)),
-            "AutoMeanKL": stepper(
-                mlp_classifier, AutoMeanKL(mlp_classifier, kl_budget_bits=20_000)
-            ),
-            "AutoDeviceNoise": stepper(
-                mlp_classifier, AutoDeviceNoise(mlp_classifier, noise=noise)
-            ),
-            "AutoNormal (binary)": stepper(
-                binary_mlp_classifier, AutoNormal(binary_mlp_classifier)
-            ),
-            "AutoScaleDropout": stepper(
-                binary_mlp_classifier, AutoScaleDropout(binary_mlp_classifier, p=0.5)
-            ),
+            "AutoNormal": stepper(real, AutoNormal(real)),
+            "AutoMeanKL": stepper(real, AutoMeanKL(real, kl_budget_bits=20_000)),
+            "AutoDeviceNoise": stepper(real, AutoDeviceNoise(real, noise=noise)),
+            "AutoNormal (binary)": stepper(binary, AutoNormal(binary)),
+            "AutoScaleDropout": stepper(binary, AutoScaleDropout(binary, p=0.5)),
         },
         **reps,
     )
-    return _results("Pyro", t)
+    return _results("Pyro, 1 thread", width, binary_width, t)
 
 
-def _results(backend: str, t: dict[str, float]) -> list[Result]:
+def _results(backend: str, width: int, binary_width: int, t) -> list[Result]:
     out = []
-    for name, base in (
-        ("AutoMeanKL", "AutoNormal"),
-        ("AutoDeviceNoise", "AutoNormal"),
-        ("AutoScaleDropout", "AutoNormal (binary)"),
-    ):
-        model = "binary digits BNN" if "binary" in base else "digits BNN"
+    for name, base in GUIDES:
+        if "binary" in base:
+            model = f"binary digits BNN 64-{binary_width}-{binary_width}-10"
+        else:
+            model = f"digits BNN 64-{width}-{width}-10"
         out.append(
-            Result(
+            Result.of(
                 f"SVI step {name} ÷ AutoNormal, {model}, {backend}",
-                t[name] / t[base],
+                t,
+                name,
+                base,
                 goal=1.25,
                 details={f"{name} ms": 1e3 * t[name], "AutoNormal ms": 1e3 * t[base]},
             )
@@ -134,9 +133,16 @@ def _results(backend: str, t: dict[str, float]) -> list[Result]:
 
 
 def run(quick: bool = False) -> list[Result]:
-    reps = (
-        dict(repeats=2, number=2, warmup=1)
-        if quick
-        else dict(repeats=9, number=20, warmup=5)
-    )
-    return _numpyro(quick, reps) + _pyro(quick, reps)
+    if quick:
+        reps = dict(repeats=2, number=2, warmup=1)
+        return _numpyro(64, 128, reps) + _pyro(64, 128, reps)
+    results = []
+    # the demo's sizes first (the goal's setting), then the scaling rows
+    for width, binary_width, reps in (
+        (64, 128, dict(repeats=9, number=20, warmup=5)),
+        (256, 256, dict(repeats=7, number=10, warmup=3)),
+        (1024, 1024, dict(repeats=5, number=3, warmup=2)),
+    ):
+        results += _numpyro(width, binary_width, reps)
+        results += _pyro(width, binary_width, reps)
+    return results
