@@ -49,13 +49,19 @@ def philox_raw(seed: int, n: int, offset: int = 0) -> np.ndarray:
     ``offset`` words in): a stable, counter-based stream."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return np.asarray(_philox_at(seed, offset).random_raw(int(n)), dtype=np.uint64)
+
+
+def _philox_at(seed: int, offset: int) -> np.random.Philox:
+    """Philox-4x64 keyed by ``seed``, positioned ``offset`` words into its stream
+    (successive ``random_raw`` calls continue the stream)."""
     bitgen = np.random.Philox(key=int(seed))
     if offset:
         bitgen.advance(int(offset) // 4)
         skip = int(offset) % 4
         if skip:
             bitgen.random_raw(skip)
-    return np.asarray(bitgen.random_raw(int(n)), dtype=np.uint64)
+    return bitgen
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,16 +174,181 @@ def candidate_normals(
 
 _K_MAX = 1 << 24  # the largest K (bits_per_block <= 24): fixes each block's stream
 
+# -- the encoder's fast scorer ---------------------------------------------------------
+#
+# The encoder scores every candidate with float32 normals from a table (below) and a
+# float32 quadratic form, then rescores exactly (scipy's float64 ``ndtri``, the
+# float32 candidates, the float64 importance weights: the decoder's and the first
+# encoder's arithmetic) every candidate whose fast score is within twice a proven
+# error bound of the best fast score (``_fast_form``: the bound holds for any float32
+# summation order, FMA or not). The exact argmax is always among them, so the chosen
+# index is the exact scorer's (bit for bit the same file) on every machine: the
+# float32 arithmetic only decides which few (typically one) candidates are rescored.
+# Exact ties (two float64 scores equal) go to the lower index, as ``np.argmax``.
+
+_CELL_BITS = 16
+_LO_CELL, _HI_CELL = 89, 65446  # cells interpolated: u in [89, 65447) / 2**16, |z| < 3
+_TABLE_ERROR = 3e-6
+"""Bound on |table normal - ndtri(u)| (measured 2.36e-6 over every cell: interpolation
+error ~1.2e-6 after centring, float32 rounding of |z| < 3, the 16 bits of the cell
+position used; ``tests/core/test_coding_speedpaths.py`` checks it against scipy).
+Tail cells (|z| > 3) are exact float64 ``ndtri`` rounded to float32."""
+# |ndtri(u)| < 8.3 for every u = (m + 0.5) / 2**53 (8.2924 at the ends) but the last,
+# m = 2**53 - 1, where m + 0.5 rounds to 2**53, u = 1 and z = inf (generator version 1,
+# odds 2**-53 a word): its score is not finite and the block is scored exactly
+_Z_MAX = 8.3
+_CHUNK_WORDS = 1 << 15  # candidates are generated and scored ~32 768 normals at a time
+_FAST_MIN_WORDS = 1 << 13  # smaller blocks (K n normals) are scored exactly: as fast
+_EPS32 = 2.0**-24  # float32 unit roundoff
+_LITTLE = np.little_endian
+
+
+def _normal_table() -> np.ndarray:
+    """Per cell ``c`` (the top 16 bits of a word: u in ``[c, c + 1) / 2**16``) a
+    float32 pair (value, slope): ``z ≈ value + slope * f`` with ``f`` the next 16 bits.
+    The chord of ``ndtri`` over the cell, moved towards the curve by half the chord's
+    error at the cell's middle and by half a step of ``f`` (for the bits below it,
+    which are ignored); as float64 words
+    (one gather fetches both). Outside the interpolated cells the value is NaN,
+    which marks the tails for exact ``ndtri``."""
+    global _TABLE
+    if _TABLE is None:
+        from scipy.special import ndtri
+
+        c = np.arange(_LO_CELL, _HI_CELL + 1, dtype=np.float64)
+        h = 2.0**-_CELL_BITS
+        z0, z1, zm = ndtri(c * h), ndtri((c + 1) * h), ndtri((c + 0.5) * h)
+        slope = (z1 - z0) * h
+        table = np.zeros((1 << _CELL_BITS, 2), np.float32)
+        table[:, 0] = np.nan
+        table[_LO_CELL : _HI_CELL + 1, 0] = (
+            z0 + 0.5 * slope + 0.5 * (zm - 0.5 * (z0 + z1))
+        )
+        table[_LO_CELL : _HI_CELL + 1, 1] = slope
+        _TABLE = table.view(np.float64).reshape(-1)
+    return _TABLE
+
+
+_TABLE: np.ndarray | None = None
+
+
+def _table_normals(words: np.ndarray) -> np.ndarray:
+    """float32 standard normals of uint64 ``words`` within :data:`_TABLE_ERROR` of
+    ``ndtri(_uniform(words))``: a linear interpolation in a 2**16-cell table for
+    ``|z| < 3`` (99.7 % of them), exact ``ndtri`` (rounded to float32) beyond."""
+    from scipy.special import ndtri
+
+    q = words.view(np.uint16)  # the 16-bit quarters of each word
+    hi, mid = (3, 2) if _LITTLE else (0, 1)
+    pairs = _normal_table().take(q[hi::4]).view(np.float32)
+    z = pairs[1::2] * q[mid::4]  # float32: a uint16 is exact in float32
+    z += pairs[0::2]
+    tail = np.flatnonzero(np.isnan(z))  # the tail cells' value is NaN
+    if tail.size:
+        z[tail] = ndtri(_uniform(words[tail]))
+    return z
+
+
+def _quadratic(mu, sigma, nu, rho):
+    """``(a, b, c)`` of :func:`_gaussian_logpdf_ratio`: ``log q(w) - log p(w) =
+    Σ a w² + b w + c``."""
+    p, r = 1.0 / (sigma * sigma), 1.0 / (rho * rho)
+    a = 0.5 * (r - p)
+    b = mu * p - nu * r
+    c = np.sum(0.5 * (nu * nu * r - mu * mu * p) + np.log(rho / sigma))
+    return a, b, c
+
 
 def _gaussian_logpdf_ratio(w, mu, sigma, nu, rho):
     """log N(w; mu, sigma) - log N(w; nu, rho), summed over the last axis, as the
     quadratic ``w² · a + w · b + c`` (two matrix-vector products over the
     candidates instead of a dozen elementwise passes)."""
-    p, r = 1.0 / (sigma * sigma), 1.0 / (rho * rho)
-    a = 0.5 * (r - p)
-    b = mu * p - nu * r
-    c = np.sum(0.5 * (nu * nu * r - mu * mu * p) + np.log(rho / sigma))
+    a, b, c = _quadratic(mu, sigma, nu, rho)
     return (w * w) @ a + w @ b + c
+
+
+def _fast_form(mu, sigma, nu, rho) -> tuple[np.ndarray, np.ndarray, float]:
+    """The fast scorer's form and its error bound for one block.
+
+    With ``w = ν + ρ z`` the log importance weight is ``Σ A z² + B z + const``,
+    ``A = a ρ²``, ``B = (2 a ν + b) ρ``; returned as float32 ``A`` and ``B``
+    and a bound ``E`` on
+    ``|fast score - exact score - const|`` for any candidate:
+
+    * the table's error ``ε_t`` in ``z`` and the exact scorer's rounding of ``w`` to
+      float32 (``|δz| <= 2**-24 (|ν|/ρ + Z)``): ``δz_i <= ε_i``, and
+      ``|A (z + δ)² + B (z + δ) - A z² - B z| <= (2|A| Z + |B|) ε + |A| ε²``;
+    * float32 evaluation (coefficients, ``z²``, products, a sum of ``2n`` terms in
+      any order, FMA or not): ``<= γ Σ |A| Z² + |B| Z`` with ``γ = (2n + 4) 2**-24``;
+    * the exact scorer's float64 rounding, in ``w = ν + ρ z``:
+      ``<= γ' (Σ |a| W² + |b| W + |c|)`` with ``W = |ν| + ρ Z`` and
+      ``γ' = (2n + 4) 2**-53``;
+
+    ``Z = 8.3`` bounds ``|z|``, all taken twice (margin)."""
+    a, b, c = _quadratic(mu, sigma, nu, rho)
+    big_a, big_b = a * rho * rho, (2.0 * a * nu + b) * rho
+    eps = _TABLE_ERROR + _EPS32 * (np.abs(nu) / rho + _Z_MAX)
+    abs_a, abs_b = np.abs(big_a), np.abs(big_b)
+    scale = np.sum(abs_a * _Z_MAX**2 + abs_b * _Z_MAX)
+    gamma = (2 * a.size + 4) * _EPS32 * 1.01
+    bound = np.sum((2.0 * abs_a * _Z_MAX + abs_b) * eps + abs_a * eps * eps)
+    bound += gamma * scale
+    w_max = np.abs(nu) + rho * _Z_MAX
+    terms64 = np.sum(np.abs(a) * w_max * w_max + np.abs(b) * w_max) + abs(c)
+    bound += (2 * a.size + 4) * 2.0**-53 * 1.01 * terms64
+    f32 = np.float32
+    return big_a.astype(f32), big_b.astype(f32), float(2.0 * bound + 1e-9)
+
+
+def _window(top: float, bound: float) -> float:
+    """How far below the best fast score a candidate may be and still be the exact
+    best: twice the bound, plus the float64 rounding of adding the Gumbel noise
+    (``|g| < 40``) to scores near ``top``."""
+    return 2.0 * bound + 2.0**-50 * (abs(top) + 40.0)
+
+
+def _select_fast(seed, start, n, k, form, bound, noise, exact):
+    """The exact scorer's choice among the ``k`` candidates of a block (module note
+    above): fast scores chunk by chunk, exact rescoring of those within ``2 bound`` of
+    the best. ``noise`` (float64 Gumbel noise, or ``None``) is added to both scores;
+    ``exact(words)`` is the exact log importance weights of candidates given their
+    words (shape ``(m, n)``)."""
+    bitgen = _philox_at(2 * int(seed), _K_MAX * int(start))
+    rows = max(1, min(k, _CHUNK_WORDS // n))
+    big_a, big_b = form
+    kept_at, kept_score, kept_words, best = [], [], [], -np.inf
+    for lo in range(0, k, rows):
+        m = min(rows, k - lo)
+        words = bitgen.random_raw(m * n)
+        # 1-D passes (a 2-D pass over rows of n ~ 8 is slow), then two
+        # matrix-vector products; scores and thresholds compared in float64
+        z = _table_normals(words)
+        score = (z * z).reshape(m, n) @ big_a
+        score += z.reshape(m, n) @ big_b
+        score = score.astype(np.float64)
+        if noise is not None:
+            score += noise[lo : lo + m]
+        top = float(score.max())
+        if not math.isfinite(top):
+            return None  # a NaN or infinite score: the caller scores exactly
+        best = max(best, top)
+        keep = np.flatnonzero(score >= top - _window(top, bound))
+        kept_at.append(keep + lo)
+        kept_score.append(score[keep])
+        kept_words.append(words.reshape(m, n)[keep])
+    at = np.concatenate(kept_at)
+    near = np.concatenate(kept_score) >= best - _window(best, bound)
+    at, words = at[near], np.concatenate(kept_words)[near]
+    logw = exact(words)
+    if noise is not None:
+        logw = logw + noise[at]
+    return int(at[np.argmax(logw)])
+
+
+def _gumbel(seed: int, b: int, k: int) -> np.ndarray:
+    """The Gumbel noise of block ``b``'s selection (``-log(-log u)``, float64)."""
+    u = _uniform(philox_raw(2 * int(seed) + 1, k, offset=_K_MAX * b))
+    return -np.log(-np.log(u))
 
 
 def encode_blocks(
@@ -191,6 +362,7 @@ def encode_blocks(
     *,
     selection: str = "sample",
     finetune: Any = None,
+    scorer: str = "fast",
 ) -> tuple[np.ndarray, np.ndarray]:
     """MIRACLE's encoder on flat weights: for each block, ``K = 2**bits_per_block``
     candidates from the coding distribution ``N(nu, rho)``, importance weights
@@ -203,10 +375,18 @@ def encode_blocks(
         before block ``b`` is coded with the weights coded so far (``{flat index:
         value}`` as a boolean mask and values): it may return new flat ``mu``,
         ``sigma`` for the blocks not yet coded.
+    :param scorer: ``"fast"`` (float32 table normals; exact rescoring of the few
+        candidates near the best, so the same indices; blocks of fewer than
+        ``2**13`` normals are scored exactly) or ``"exact"`` (every candidate in
+        float64, the reference).
     :returns: ``(indices uint32 of shape (num_blocks,), flat float32 weights)``.
     """
+    from scipy.special import ndtri
+
     if selection not in ("sample", "argmax"):
         raise ValueError(f"selection must be 'sample' or 'argmax', got {selection!r}")
+    if scorer not in ("fast", "exact"):
+        raise ValueError(f"scorer must be 'fast' or 'exact', got {scorer!r}")
     k = 1 << int(bits_per_block)
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     nu64 = np.asarray(nu, np.float32).astype(np.float64)
@@ -221,18 +401,27 @@ def encode_blocks(
                 mu, sigma = (np.asarray(a, np.float64) for a in new)
         idx = blocks.members(b)
         start = blocks._bounds(b)[0]
-        z = candidate_normals(seed, start, len(idx), k)
-        w = (nu64[idx] + rho64[idx] * z).astype(np.float32)
-        logw = _gaussian_logpdf_ratio(
-            w.astype(np.float64), mu[idx], sigma[idx], nu64[idx], rho64[idx]
-        )
-        if selection == "argmax":
-            j = int(np.argmax(logw))
-        else:
-            u = _uniform(philox_raw(2 * int(seed) + 1, k, offset=_K_MAX * b))
-            j = int(np.argmax(logw - np.log(-np.log(u))))  # Gumbel-max
+        gauss = mu[idx], sigma[idx], nu64[idx], rho64[idx]
+        noise = _gumbel(seed, b, k) if selection == "sample" else None
+        j = None
+        if scorer == "fast" and k * len(idx) >= _FAST_MIN_WORDS:
+            *form, bound = _fast_form(*gauss)
+            if np.isfinite(bound) and np.all(np.isfinite(form)):
+
+                def exact(words, g=gauss):
+                    z = ndtri(_uniform(words.reshape(-1))).reshape(words.shape)
+                    w = (g[2] + g[3] * z).astype(np.float32)
+                    return _gaussian_logpdf_ratio(w.astype(np.float64), *g)
+
+                j = _select_fast(seed, start, len(idx), k, form, bound, noise, exact)
+        if j is None:  # the exact scorer
+            z = candidate_normals(seed, start, len(idx), k)
+            w = (nu64[idx] + rho64[idx] * z).astype(np.float32)
+            logw = _gaussian_logpdf_ratio(w.astype(np.float64), *gauss)
+            j = int(np.argmax(logw if noise is None else logw + noise))
         indices[b] = j
-        weights[idx] = w[j]
+        z = candidate_normals(seed, start, len(idx), 1, first=j)[0]
+        weights[idx] = (nu64[idx] + rho64[idx] * z).astype(np.float32)
         coded[idx] = True
     return indices, weights
 
