@@ -68,7 +68,7 @@ def _noise_shapes_figure(path):
         ax.hist(
             (s - t.loc) / t.scale, bins=120, range=(-4, 4), density=True, color="0.75"
         )
-        ax.plot(z, np.exp(log_prob(z, t, t.density)), color="C0", lw=1.5)
+        ax.plot(z, np.exp(log_prob(z, t, t.cells)), color="C0", lw=1.5)
         ax.plot(
             z, np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi), color="C3", lw=0.8, ls="--"
         )

@@ -19,7 +19,7 @@ class EmpiricalNoise(TorchDistribution):
     r"""The standardised shape of measured device noise, as a distribution.
 
     The samples are smoothed by a Gaussian kernel density estimate and tabulated as a
-    piecewise-linear density on a uniform grid with half-Gaussian tails, then mapped
+    piecewise log-linear density on a uniform grid with half-Gaussian tails, then mapped
     by an exact affine transform to mean 0 and variance 1
     (:mod:`ppl_hw.core.noise_table` has the details). The cdf is the exact integral
     of that density, so :math:`\mathrm d\,\mathrm{cdf}/\mathrm dx =
@@ -92,15 +92,18 @@ class EmpiricalNoise(TorchDistribution):
     def tables(
         self, like: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The density and cumulative tables in the dtype and on the device of
-        ``like`` (default: torch's default dtype, CPU)."""
+        """The cell table (complex: log-density and log-slope per cell) and the
+        cumulative table, in the precision and on the device of ``like`` (default:
+        torch's default dtype, CPU); the cells are complex128 for float64 values,
+        complex64 otherwise."""
         dtype = like.dtype if like is not None and like.is_floating_point() else None
         dtype = dtype or torch.get_default_dtype()
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         device = like.device if like is not None else torch.device("cpu")
         key = (dtype, device)
         if key not in self._cache:
             self._cache[key] = (
-                torch.as_tensor(self.table.density, dtype=dtype, device=device),
+                torch.as_tensor(self.table.cells, dtype=cdtype, device=device),
                 torch.as_tensor(self.table.cumulative, dtype=dtype, device=device),
             )
         return self._cache[key]
@@ -125,22 +128,20 @@ class EmpiricalNoise(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        density, _ = self.tables(value)
-        return nt.table_log_prob(value, self.table, density, xp=_xp, special=_sp)
+        cells, _ = self.tables(value)
+        return nt.table_log_prob(value, self.table, cells, xp=_xp, special=_sp)
 
     def cdf(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        density, cumulative = self.tables(value)
-        return nt.table_cdf(value, self.table, density, cumulative, xp=_xp, special=_sp)
+        cells, cumulative = self.tables(value)
+        return nt.table_cdf(value, self.table, cells, cumulative, xp=_xp, special=_sp)
 
     def icdf(self, value: torch.Tensor) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-        density, cumulative = self.tables(value)
-        return nt.table_icdf(
-            value, self.table, density, cumulative, xp=_xp, special=_sp
-        )
+        cells, cumulative = self.tables(value)
+        return nt.table_icdf(value, self.table, cells, cumulative, xp=_xp, special=_sp)
 
     def __repr__(self) -> str:
         t = self.table
