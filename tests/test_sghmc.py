@@ -564,3 +564,143 @@ def test_preconditioned_kernels_run_on_both_backends(preconditioner):
         # for the plain kernel)
         np.testing.assert_array_less(np.abs(samples.mean(0) - POST_MEAN), 10 * POST_SD)
     del torch
+
+
+# -- the index stream, the draws and the non-finite check (issue 18) ------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 100, 500, 1000, 4097, 100_000])
+def test_mixed_radix_feistel_is_a_permutation_of_range_n(n):
+    """The NumPy core, by brute force: the Feistel network on digits (v div B,
+    v mod B) is a bijection of [0, AB) with AB - n < A = ceil(sqrt n), and
+    cycle-walked one of [0, n)."""
+    a, b = core.feistel_shape(n)
+    assert 0 <= a * b - n < a and a * a >= n and (a - 1) ** 2 < n
+    key = np.random.default_rng(n).integers(0, 2**32, 4, dtype=np.uint64)
+    key = key.astype(np.uint32)
+    v = np.arange(a * b, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        out = core.feistel_encrypt_mixed(v, key, n, xp=np)
+        assert np.array_equal(np.sort(out), v)
+        idx = core.feistel_indices(np.arange(n, dtype=np.uint32), key, n, xp=np)
+    assert np.array_equal(np.sort(idx), np.arange(n))
+
+
+def test_feistel_positions_are_uniform_over_keys():
+    """Over 1 000 keys, where each of 100 indices lands is uniform (chi-square over
+    the 100 x 100 table of counts). Tiny domains are not: with digits below 5
+    (N <= 16) four rounds reach too few permutations (so did the balanced
+    network)."""
+    from scipy.stats import chi2
+
+    n, keys = 100, 1000
+    rng = np.random.default_rng(11)
+    counts = np.zeros((n, n))
+    with np.errstate(over="ignore"):
+        for _ in range(keys):
+            key = rng.integers(0, 2**32, 4, dtype=np.uint64).astype(np.uint32)
+            idx = core.feistel_indices(np.arange(n, dtype=np.uint32), key, n, xp=np)
+            counts[np.arange(n), idx] += 1
+    expected = keys / n
+    stat = ((counts - expected) ** 2 / expected).sum()
+    assert chi2.sf(stat, (n - 1) * (n - 1)) > 1e-4, stat
+
+
+@pytest.mark.parametrize("batch", [100, 150])
+def test_kernel_batches_are_the_numpy_core_permutation(batch):
+    """The jitted kernel's minibatches are the NumPy core's permutation of the same
+    epoch key, position by position; each index at most once per epoch (the last
+    N mod B positions are skipped) and a new key per epoch."""
+    kernel = SGHMC(regression, step_size=1e-6)
+    states = _first_states(kernel, 2 * (N // batch), batch=batch)
+    per_epoch: dict = {}
+    for s in states[:-1]:
+        _, _, k_perm = jax.random.split(s.rng_key, 3)
+        idx, ek, pos = kernel._next_batch(s.epoch_key, s.pos, k_perm)
+        np.testing.assert_array_equal(idx, s.batch)  # the batch the step uses
+        start = int(pos) - batch
+        with np.errstate(over="ignore"):
+            want = core.feistel_indices(
+                np.arange(start, start + batch, dtype=np.uint32),
+                np.asarray(ek),
+                N,
+                xp=np,
+            )
+        np.testing.assert_array_equal(np.asarray(idx), want)
+        per_epoch.setdefault(np.asarray(ek).tobytes(), []).extend(np.asarray(idx))
+    assert len(per_epoch) == 2
+    for idx in per_epoch.values():
+        assert len(idx) == (N // batch) * batch == len(set(idx))
+
+
+def test_unrolled_threefry_is_jax_random():
+    """The kernel's draws are ``jax.random``'s, bit for bit."""
+    from ppl_hw.numpyro import _sghmc
+
+    for seed in (0, 1, 2**31 + 5):
+        key = jax.random.PRNGKey(seed)
+        with np.errstate(over="ignore"):
+            y1, y2 = core.threefry2x32(
+                *np.asarray(key),
+                np.zeros(5, np.uint32),
+                np.arange(5, dtype=np.uint32),
+                xp=np,
+            )
+        np.testing.assert_array_equal(np.stack([y1, y2], 1), jax.random.split(key, 5))
+        np.testing.assert_array_equal(
+            jax.jit(lambda k: _sghmc._bits(k, 7))(key),
+            jax.random.bits(key, (7,), jnp.uint32),
+        )
+        np.testing.assert_array_equal(
+            jax.jit(lambda k: _sghmc._fold(k, 2))(key), jax.random.split(key, 3)[2]
+        )
+        for shape in [(), (20,), (3, 4)]:
+            np.testing.assert_array_equal(
+                jax.jit(lambda k, s=shape: _sghmc._normal(k, s, jnp.float32))(key),
+                jax.random.normal(key, shape, jnp.float32),
+            )
+
+
+def _nan_model(x, batch=None):
+    """With step_size=1, temperature 0 and momentum_decay=1, ``w`` moves by ~1 per
+    step from 0 (the drive), so the wall's gradient is NaN from ``w > 10.5`` on:
+    step 11 (0-based) leaves NaN in ``w``; ``v`` stays finite."""
+    w = numpyro.sample("w", dist.Normal(0.0, 1000.0))
+    numpyro.sample("v", dist.Normal(0.0, 1.0))
+    numpyro.factor("drive", w)
+    numpyro.factor("wall", 1e-6 * jnp.sqrt(10.5 - w))
+    with numpyro.plate("data", x.shape[0], subsample_size=batch) as idx:
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=x[idx])
+
+
+@pytest.mark.parametrize(
+    "batch, chains", [(None, 1), (10, 1), (10, 2)], ids=["full", "minibatch", "vmap"]
+)
+def test_nan_raises_naming_the_exact_step(batch, chains):
+    from numpyro.infer.initialization import init_to_value
+
+    kernel = SGHMC(
+        _nan_model,
+        step_size=1.0,
+        temperature=0.0,
+        momentum_decay=1.0,
+        init_strategy=init_to_value(values={"w": 0.0, "v": 0.0}),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=5,
+        num_samples=30,
+        num_chains=chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    x = jnp.zeros(40)
+    with pytest.raises(
+        Exception, match=r"non-finite values at step 11 in site\(s\) \['w'\]"
+    ):
+        mcmc.run(jax.random.PRNGKey(0), x, batch=batch)
+    # the same run stopped one step earlier is finite throughout
+    ok = MCMC(kernel, num_warmup=5, num_samples=6, progress_bar=False)
+    ok.run(jax.random.PRNGKey(0), x, batch=batch)
+    w = np.asarray(ok.get_samples()["w"])
+    assert np.all(np.isfinite(w)) and w[-1] == pytest.approx(11.0, abs=0.01)

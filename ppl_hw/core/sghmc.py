@@ -66,7 +66,11 @@ __all__ = [
     "e_step",
     "em_update",
     "feistel_encrypt",
+    "feistel_encrypt_mixed",
     "feistel_half_bits",
+    "feistel_indices",
+    "feistel_shape",
+    "feistel_walk",
     "group_mean_square",
     "group_size",
     "init_state",
@@ -77,6 +81,7 @@ __all__ = [
     "step_size_at",
     "surrogate_energy",
     "surrogate_precision",
+    "threefry2x32",
 ]
 
 PRECONDITIONERS = (None, "rmsprop", "ke_fan")
@@ -234,9 +239,10 @@ def feistel_encrypt(v: Any, key_words: Any, half_bits: int, *, xp: Any) -> Any:
     ``FEISTEL_ROUNDS``-round balanced Feistel network with a multiply-xorshift round
     function. Applied by cycle walking (re-encrypt while the value is :math:`\ge n`)
     it is a pseudo-random permutation of :math:`[0, n)`, evaluated in O(1) per
-    index: the kernels slice an epoch's permutation without storing it, so a step
-    costs the same for N = 10^3 and 10^5 (a stored permutation carried through the
-    jitted loop cost 17-54 µs per step on CPU, measured).
+    index (a stored permutation carried through the jitted loop cost 17-54 µs per
+    step on CPU, measured). The NumPyro kernel used it up to issue 18; it now uses
+    :func:`feistel_encrypt_mixed`, whose domain exceeds ``n`` by less than
+    :math:`\sqrt n + 1` rather than up to :math:`3n`.
 
     :param v: values in :math:`[0, 4^h)`, ``uint32``.
     :param key_words: ``FEISTEL_ROUNDS`` ``uint32`` round keys.
@@ -254,16 +260,129 @@ def feistel_encrypt(v: Any, key_words: Any, half_bits: int, *, xp: Any) -> Any:
     return (left << half_bits) | right
 
 
+def feistel_shape(n: int) -> tuple[int, int]:
+    r"""The sides :math:`(A, B)` of the domain :math:`[0, AB) \supseteq [0, n)` of
+    :func:`feistel_encrypt_mixed`: :math:`A = \lceil\sqrt n\rceil`,
+    :math:`B = \lceil n/A \rceil`, so :math:`AB - n < A` (both below
+    :math:`2^{16}`)."""
+    a = max(1, math.isqrt(n))
+    a += a * a < n
+    return a, -(-n // a)
+
+
+def _scale16(f: Any, m: int, xp: Any) -> Any:
+    """``floor(f * m / 2^32)`` for ``uint32`` ``f`` and ``m < 2^16``, in 32 bits."""
+    mm = xp.asarray(m, dtype=f.dtype)
+    return ((f >> 16) * mm + (((f & 0xFFFF) * mm) >> 16)) >> 16
+
+
+def _feistel_round(x: Any, key_word: Any, mul1: Any, mul2: Any) -> Any:
+    f = x * mul1 + key_word
+    f = (f ^ (f >> 15)) * mul2
+    return f ^ (f >> 12)
+
+
+def feistel_encrypt_mixed(v: Any, key_words: Any, n: int, *, xp: Any) -> Any:
+    r"""A keyed bijection of :math:`[0, AB)`, :math:`(A, B)` =
+    :func:`feistel_shape` of ``n`` (``uint32`` in and out): a
+    ``FEISTEL_ROUNDS``-round Feistel network on the digits :math:`(v \,\mathrm{div}\,
+    B, v \bmod B)` with addition modulo :math:`A` and :math:`B` (even rounds add a
+    keyed function of the low digit to the high one, odd rounds the reverse; each
+    round is invertible), the multiply-xorshift round function of
+    :func:`feistel_encrypt` scaled onto the digit's range.
+
+    The domain exceeds ``n`` by less than :math:`\sqrt n + 1` values, so cycle walking
+    (:func:`feistel_walk`) almost never needs a second encryption (the balanced
+    network's domain, the next power of 4, needed 2.6 per index at n = 10^5).
+
+    :param v: values in :math:`[0, AB)`, ``uint32``.
+    :param key_words: ``FEISTEL_ROUNDS`` ``uint32`` round keys.
+    :param n: the size of the permuted range.
+    """
+    a, b = feistel_shape(n)
+    ua, ub = xp.asarray(a, dtype=v.dtype), xp.asarray(b, dtype=v.dtype)
+    mul1 = xp.asarray(0x9E3779B1, dtype=v.dtype)
+    mul2 = xp.asarray(0x2C1B3C6D, dtype=v.dtype)
+    hi, lo = v // ub, v % ub
+    for k in range(FEISTEL_ROUNDS):
+        if k % 2 == 0:
+            hi = hi + _scale16(_feistel_round(lo, key_words[k], mul1, mul2), a, xp)
+            hi = xp.where(hi >= ua, hi - ua, hi)
+        else:
+            lo = lo + _scale16(_feistel_round(hi, key_words[k], mul1, mul2), b, xp)
+            lo = xp.where(lo >= ub, lo - ub, lo)
+    return hi * ub + lo
+
+
+def feistel_walk(v: Any, key_words: Any, n: int, walks: int, *, xp: Any) -> Any:
+    r"""``walks`` steps of cycle walking of :func:`feistel_encrypt_mixed` from
+    ``v`` (``uint32`` in :math:`[0, n)`): encrypt once, then re-encrypt the values
+    still :math:`\ge n`, ``walks - 1`` times (a fixed count: no data-dependent loop,
+    so a jitted host fuses it). Values still :math:`\ge n` after it need more walks
+    (:func:`feistel_indices` loops until none is left)."""
+    v = feistel_encrypt_mixed(v, key_words, n, xp=xp)
+    for _ in range(walks - 1):
+        v = xp.where(v >= n, feistel_encrypt_mixed(v, key_words, n, xp=xp), v)
+    return v
+
+
+def feistel_indices(v: Any, key_words: Any, n: int, *, xp: Any) -> Any:
+    r"""The keyed pseudo-random permutation of :math:`[0, n)` at positions ``v``
+    (``uint32``): :func:`feistel_encrypt_mixed` cycle-walked until every value is
+    below ``n`` (a Python loop: the oracle for eager namespaces; the NumPyro kernel
+    runs the same walk with ``lax.while_loop``). Each value needs :math:`AB/n <
+    1 + 1/\sqrt n` encryptions on average."""
+    v = feistel_walk(v, key_words, n, 1, xp=xp)
+    while bool(xp.any(v >= n)):
+        v = xp.where(v >= n, feistel_encrypt_mixed(v, key_words, n, xp=xp), v)
+    return v
+
+
+# -- Threefry-2x32, unrolled ---------------------------------------------------------
+
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(k1: Any, k2: Any, x1: Any, x2: Any, *, xp: Any) -> Any:
+    r"""The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011), bit for bit
+    JAX's ``threefry2x32`` primitive, written out round by round on ``uint32``
+    arrays: ``(y1, y2)`` for key words ``(k1, k2)`` and counter words
+    ``(x1, x2)`` (broadcast).
+
+    Why here: on CPU JAX lowers its primitive as a rolled loop (an XLA ``while``
+    of 5 iterations per call), whose per-iteration overhead dominates the few words a
+    sampler step draws; written out, XLA fuses the hash into the arrays that use it.
+    In JAX's default (partitionable) mode ``jax.random.split(key, n)[j]`` is
+    ``threefry2x32(*key, 0, j)`` and ``jax.random.bits(key, (n,))[j]`` is
+    ``y1 ^ y2`` of the same."""
+
+    def rotl(x: Any, d: int) -> Any:
+        return (x << d) | (x >> (32 - d))
+
+    c = xp.asarray(0x1BD11BDA, dtype=k1.dtype)
+    ks = (k1, k2, k1 ^ k2 ^ c)
+    a, b = x1 + ks[0], x2 + ks[1]
+    for r in range(5):
+        for rot in _THREEFRY_ROTATIONS[r % 2]:
+            a = a + b
+            b = rotl(b, rot) ^ a
+        a = a + ks[(r + 1) % 3]
+        b = b + ks[(r + 2) % 3] + xp.asarray(r + 1, dtype=k1.dtype)
+    return a, b
+
+
 # -- the step over all sites ---------------------------------------------------------
 
 
 class SGHMCState(NamedTuple):
     """The state of both ``SGHMC`` kernels; ``z`` holds the unconstrained sample.
 
-    The maths fields are advanced by :func:`step`; ``epoch_key``, ``pos`` and
-    ``rng_key`` are the host's minibatch and randomness bookkeeping (NumPyro: the
-    epoch's Feistel key, the position in the epoch and a PRNG key; Pyro: the epoch's
-    permutation, the position, and ``None`` since torch's generator is global).
+    The maths fields are advanced by :func:`step`; ``epoch_key``, ``pos``,
+    ``rng_key`` and ``batch`` are the host's minibatch and randomness bookkeeping
+    (NumPyro: the epoch's Feistel key, the position in the epoch, a PRNG key and the
+    minibatch indices of the next step, drawn at the end of the previous one; Pyro:
+    the epoch's permutation, the position, ``None`` since torch's generator is
+    global, and ``None``).
     """
 
     i: Any
@@ -280,6 +399,7 @@ class SGHMCState(NamedTuple):
     pi: dict
     em_on: Any
     rng_key: Any
+    batch: Any = None
 
 
 class SGHMCSettings(NamedTuple):
@@ -339,6 +459,7 @@ def init_state(
     step_size: Any = None,
     sparsity: Any = 0.0,
     em_on: Any = False,
+    batch: Any = None,
 ) -> SGHMCState:
     r"""The state before the first step at position ``z`` (zero momentum; EM
     precisions at the slab's, masks all ones, :math:`\pi` the prior's)."""
@@ -368,6 +489,7 @@ def init_state(
         pi={k: xp.mean(prob) for k, (prob, _, _) in ss.items()},
         em_on=em_on,
         rng_key=rng_key,
+        batch=batch,
     )
 
 
@@ -437,8 +559,8 @@ def step(
     mean one over all weights; ``"ke_fan"``: the paper's dual update with the previous
     step's noise), then :func:`sghmc_step` per site, masked.
 
-    :param state: the state; ``epoch_key``, ``pos`` and ``rng_key`` are returned
-        unchanged (the host advances them).
+    :param state: the state; ``epoch_key``, ``pos``, ``rng_key`` and ``batch`` are
+        returned unchanged (the host advances them).
     :param noise: standard normal draws, one array per site shaped like ``z``.
     :param potential_and_grad: ``(z, lam, em_on) -> (U, {site: dU/dz})``: the
         potential on the host's current minibatch, with the spike-and-slab terms

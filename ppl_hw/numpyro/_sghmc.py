@@ -76,6 +76,13 @@ class SGHMC(MCMCKernel):
     subsampled plate runs full-batch. :attr:`model` is the model with the plate forced
     to full data, so ``az.from_numpyro(mcmc)`` computes a full-data log likelihood.
 
+    **Randomness** is ``jax.random``'s threefry stream, bit for bit (per step
+    ``split(rng_key, 3)``, one normal draw per site, the epoch keys), with the hash
+    written out so that XLA fuses it (:func:`ppl_hw.core.sghmc.threefry2x32`). A step
+    that leaves a non-finite value stops the run with an error naming the step and
+    the sites (a ``FloatingPointError`` raised in a host callback, as JAX re-raises
+    it).
+
     :param model: the model.
     :param step_size: :math:`\epsilon > 0` (the peak of a cyclical schedule).
     :param temperature: :math:`T \ge 0`.
@@ -101,6 +108,8 @@ class SGHMC(MCMCKernel):
     """
 
     sample_field = "z"
+    #: raise on a step leaving non-finite values (``False`` only to time its cost)
+    _check_nonfinite = True
 
     def __init__(
         self,
@@ -283,6 +292,7 @@ class SGHMC(MCMCKernel):
             z = info.z if params is None else params
             epoch_key = random.bits(k_perm, (core.FEISTEL_ROUNDS,), jnp.uint32)
             dtype = jnp.result_type(float)
+            batch = self._next_batch(epoch_key, jnp.array(0), _fold(k_run, 2))[0]
             return core.init_state(
                 {k: jnp.asarray(v) for k, v in z.items()},
                 settings,
@@ -295,6 +305,7 @@ class SGHMC(MCMCKernel):
                 step_size=jnp.asarray(self.step_size, dtype),
                 sparsity=jnp.zeros((), dtype),
                 em_on=jnp.array(False),
+                batch=batch,
             )
 
         if vectorized:
@@ -302,46 +313,47 @@ class SGHMC(MCMCKernel):
             return jax.vmap(init_one)(rng_key, init_params)
         return init_one(rng_key, init_params)
 
+    def _advance(self, epoch_key: Any, pos: Any, key: Any) -> tuple[Any, Any]:
+        """The epoch key and position of the next batch: a new epoch, keyed by
+        ``jax.random.bits(key, (4,), uint32)``, when fewer than ``B`` positions are
+        left (the last ``N mod B`` indices of an epoch are skipped)."""
+        _, n, b = self._plate
+        need = pos + b > n
+        epoch_key = jnp.where(need, _bits(key, core.FEISTEL_ROUNDS), epoch_key)
+        return epoch_key, jnp.where(need, 0, pos)
+
     def _next_batch(self, epoch_key: Any, pos: Any, key: Any) -> tuple[Any, Any, Any]:
-        """The next ``B`` indices of the epoch's permutation (a keyed Feistel
-        bijection, :func:`ppl_hw.core.sghmc.feistel_encrypt`); a new key per epoch."""
+        """``(indices, epoch_key, pos)``: the next ``B`` indices of the epoch's
+        permutation (a keyed Feistel bijection cycle-walked onto the data,
+        :func:`ppl_hw.core.sghmc.feistel_indices`), and the bookkeeping after them.
+        The step from state ``s`` uses ``_next_batch(s.epoch_key, s.pos, k)[0]``
+        with ``k = jax.random.split(s.rng_key, 3)[2]`` (kept in ``s.batch``)."""
         if self._plate is None:
             return None, epoch_key, pos
         _, n, b = self._plate
-        need = pos + b > n
-        epoch_key = jnp.where(
-            need, random.bits(key, (core.FEISTEL_ROUNDS,), jnp.uint32), epoch_key
-        )
-        pos = jnp.where(need, 0, pos)
-        h = core.feistel_half_bits(n)
-
-        def enc(v: Any) -> Any:
-            return core.feistel_encrypt(v, epoch_key, h, xp=jnp)
-
-        v = enc((pos + jnp.arange(b)).astype(jnp.uint32))
-        v = lax.while_loop(
-            lambda v: jnp.any(v >= n), lambda v: jnp.where(v >= n, enc(v), v), v
-        )
-        return v.astype(jnp.int32), epoch_key, pos + b
+        epoch_key, pos = self._advance(epoch_key, pos, key)
+        return _feistel_batch(epoch_key, pos, n, b), epoch_key, pos + b
 
     def _make_sample(
         self, potential: Callable, settings: core.SGHMCSettings
     ) -> Callable:
         grad_fn = jax.value_and_grad(potential)
+        check = self._check_nonfinite
 
         def sample(state: SGHMCState, model_args: Any, model_kwargs: Any) -> SGHMCState:
-            key, k_noise, k_perm = random.split(state.rng_key, 3)
-            idx, epoch_key, pos = self._next_batch(state.epoch_key, state.pos, k_perm)
+            key, k_noise, k_perm = _split(state.rng_key, 3)
             leaves, tree = jax.tree.flatten(state.z)
             noise = jax.tree.unflatten(
                 tree,
                 [
-                    random.normal(k, jnp.shape(x), jnp.result_type(x))
-                    for k, x in zip(
-                        random.split(k_noise, len(leaves)), leaves, strict=True
-                    )
+                    _normal(k, jnp.shape(x), jnp.result_type(x))
+                    for k, x in zip(_split(k_noise, len(leaves)), leaves, strict=True)
                 ],
             )
+            idx, epoch_key, pos = state.batch, state.epoch_key, state.pos
+            if self._plate is not None:
+                epoch_key, pos = self._advance(epoch_key, pos, k_perm)
+                pos = pos + self._plate[2]
             new = core.step(
                 state,
                 noise,
@@ -349,28 +361,18 @@ class SGHMC(MCMCKernel):
                 settings,
                 xp=jnp,
             )
-            self._check_finite(state.i, new.z)
-            return new._replace(epoch_key=epoch_key, pos=pos, rng_key=key)
+            on_bad = _nonfinite_check(state.i, new.z) if check else None
+            batch = None
+            if self._plate is not None:
+                # the next step's batch; its cycle walk's loop also raises on_bad
+                _, n, b = self._plate
+                ek, p = self._advance(epoch_key, pos, _fold(key, 2))
+                batch = _feistel_batch(ek, p, n, b, on_bad)
+            elif on_bad is not None:
+                lax.cond(on_bad[0], on_bad[1], lambda: None)
+            return new._replace(epoch_key=epoch_key, pos=pos, rng_key=key, batch=batch)
 
         return sample
-
-    @staticmethod
-    def _check_finite(i: Any, z: dict) -> None:
-        names = list(z)
-        bad = jnp.stack([~jnp.all(jnp.isfinite(z[k])) for k in names])
-
-        def fail(step: Any, flags: Any) -> None:
-            flags = np.asarray(flags).reshape(-1, len(names)).any(axis=0)
-            if not flags.any():  # under vmap both branches of the cond run
-                return
-            sites = [n for n, f in zip(names, flags, strict=True) if f]
-            raise sc.nonfinite_error(int(np.max(step)), sites)
-
-        lax.cond(
-            jnp.any(bad),
-            lambda: jax.debug.callback(fail, i, bad),
-            lambda: None,
-        )
 
     def sample(
         self, state: SGHMCState, model_args: tuple, model_kwargs: dict
@@ -393,3 +395,122 @@ class SGHMC(MCMCKernel):
             f"step size {float(state.step_size):.2e}, "
             f"sparsity {float(state.sparsity):.1%}"
         )
+
+
+# -- randomness: JAX's threefry stream, with the hash written out --------------------
+
+
+#: fused cycle-walking steps before the data-dependent loop (measured: 1-3 cost
+#: the same without the check; with it, 3 makes the loop, whose body carries the
+#: check's callback, run less often)
+_WALKS = 3
+
+
+def _unrolled(key: Any) -> bool:
+    """Draw with :func:`ppl_hw.core.sghmc.threefry2x32` (bit for bit ``jax.random``):
+    a raw ``uint32[2]`` threefry key in JAX's default partitionable mode."""
+    return (
+        not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.dtype == jnp.uint32
+        and key.shape == (2,)
+        and jax.config.jax_threefry_partitionable
+        and jax.config.jax_default_prng_impl == "threefry2x32"
+    )
+
+
+def _hash(key: Any, n: int) -> tuple[Any, Any]:
+    zeros = jnp.zeros((n,), jnp.uint32)
+    return core.threefry2x32(
+        key[0], key[1], zeros, jnp.arange(n, dtype=jnp.uint32), xp=jnp
+    )
+
+
+def _split(key: Any, n: int) -> list[Any]:
+    """``list(jax.random.split(key, n))``."""
+    if not _unrolled(key):
+        return list(random.split(key, n))
+    y1, y2 = _hash(key, n)
+    return [jnp.stack([y1[j], y2[j]]) for j in range(n)]
+
+
+def _bits(key: Any, n: int) -> Any:
+    """``jax.random.bits(key, (n,), jnp.uint32)``."""
+    if not _unrolled(key):
+        return random.bits(key, (n,), jnp.uint32)
+    y1, y2 = _hash(key, n)
+    return y1 ^ y2
+
+
+def _normal(key: Any, shape: tuple, dtype: Any) -> Any:
+    """``jax.random.normal(key, shape, dtype)`` (its own transform of the bits:
+    uniforms on (-1, 1) from the mantissa, then ``sqrt(2) erfinv``)."""
+    if not (_unrolled(key) and jnp.dtype(dtype) == jnp.float32):
+        return random.normal(key, shape, dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    bits = _bits(key, size).reshape(shape)
+    one = jnp.asarray(np.float32(1.0).view(np.uint32))
+    u = lax.bitcast_convert_type((bits >> 9) | one, jnp.float32) - np.float32(1.0)
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    u = lax.max(lo, u * (np.float32(1.0) - lo) + lo)
+    return np.float32(np.sqrt(2)) * lax.erf_inv(u)
+
+
+def _fold(key: Any, j: int) -> Any:
+    """``jax.random.split(key, n)[j]`` for any ``n > j`` (= ``fold_in(key, j)``)."""
+    if not _unrolled(key):
+        return random.fold_in(key, j)
+    y1, y2 = core.threefry2x32(key[0], key[1], jnp.uint32(0), jnp.uint32(j), xp=jnp)
+    return jnp.stack([y1, y2])
+
+
+def _nonfinite_check(step: Any, z: dict) -> tuple[Any, Callable]:
+    """``(bad, raise_)``: whether the step left a non-finite value in ``z`` (one
+    scalar: ``sum(z * 0)`` is NaN exactly when some value is not finite, and never
+    overflows), and a function that raises :func:`ppl_hw.common.sghmc.nonfinite_error`
+    naming the step and the sites (a host callback; call it only where ``bad``)."""
+    names = list(z)
+    bad = jnp.isnan(sum(jnp.sum(z[k] * 0) for k in names))
+
+    def fail(step: Any, *values: Any) -> None:
+        steps = np.asarray(step).reshape(-1)
+        chains = [np.asarray(v).reshape(steps.size, -1) for v in values]
+        for r in range(steps.size):  # the first chain with non-finite values
+            sites = [
+                n
+                for n, v in zip(names, chains, strict=True)
+                if not np.isfinite(v[r]).all()
+            ]
+            if sites:
+                raise sc.nonfinite_error(int(steps[r]), sites)
+        # none: under vmap both branches of a cond run
+
+    return bad, lambda: jax.debug.callback(fail, step, *(z[k] for k in names))
+
+
+def _feistel_batch(
+    epoch_key: Any,
+    pos: Any,
+    n: int,
+    b: int,
+    on_bad: tuple[Any, Callable] | None = None,
+) -> Any:
+    """Positions ``pos, ..., pos + b - 1`` of the epoch's permutation of
+    ``range(n)``: ``_WALKS`` fused walks, then a loop for the rare stragglers.
+
+    ``on_bad = (bad, raise_)`` (from :func:`_nonfinite_check`) rides on that loop:
+    it also runs while ``bad``, and its body calls ``raise_`` then; so the step's
+    check costs no control flow of its own."""
+    v = core.feistel_walk(
+        (pos + jnp.arange(b)).astype(jnp.uint32), epoch_key, n, _WALKS, xp=jnp
+    )
+    pending = jnp.array(False) if on_bad is None else on_bad[0]
+
+    def body(carry: tuple[Any, Any]) -> tuple[Any, Any]:
+        v, pending = carry
+        if on_bad is not None:
+            lax.cond(pending, on_bad[1], lambda: None)
+        v = jnp.where(v >= n, core.feistel_encrypt_mixed(v, epoch_key, n, xp=jnp), v)
+        return v, jnp.zeros_like(pending)
+
+    v, _ = lax.while_loop(lambda c: jnp.any(c[0] >= n) | c[1], body, (v, pending))
+    return v.astype(jnp.int32)
