@@ -68,12 +68,15 @@ __all__ = [
     "crossbar_weights",
     "default_layout",
     "draw_shapes",
+    "eager_tile_matvec",
     "from_matrix",
     "num_tiles",
     "out_draw_shape",
     "quantize_ste",
     "rram_programming_sigma",
     "tile_bounds",
+    "tile_matvec",
+    "tile_matvec_first_pass",
     "to_matrix",
 ]
 
@@ -316,6 +319,33 @@ def _tile_weights(
     # aihwkit's order: the programmed weights are converted to conductances again,
     # rescaled by their own maximum, before drift and read noise act on them
     s2 = _scale(w_prog, device, axis, None, xp=xp, special=special)
+    if device.gmin == 0.0:
+        # with gmin = 0 one device of each re-derived pair is exactly 0 and stays 0
+        # through drift (0 x factor) and read noise (0 + |0| sigma xi, clipped at
+        # 0): only the other one, the device "on" for the sign of w_p, is computed
+        # (with its own draws and target): the same values, half the logarithms
+        # and exponentials
+        on = w_prog > 0
+
+        def pick(pair: Any) -> Any:
+            return xp.where(on, pair[0], pair[1])
+
+        g2 = xp.clip(xp.abs(w_prog) * s2, 0.0, device.gmax)
+        g_t = g2
+        if drifts:
+            nu = _drift_nu(
+                special.stop_gradient(pick(gs)), pick(chip["nu"]), device, xp=xp
+            )
+            drifted = g2 * xp.exp(
+                -nu * math.log((t + device.drift_t0) / device.drift_t0)
+            )
+            g_t = drifted if stucks[0] is None else xp.where(pick(stucks), g2, drifted)
+        if device.read_noise:
+            g_t = _read(
+                g_t, special.stop_gradient(g2), pick(read["read"]), t, device, xp=xp
+            )
+        w_t = (xp.where(on, g_t, 0.0) - xp.where(on, 0.0, g_t)) / s2
+        return _compensate(w_t, w_prog, device, xp=xp, special=special)
     out = []
     for i, g2 in enumerate(_pair(w_prog, s2, device, xp=xp)):
         g_t = g2
@@ -333,6 +363,10 @@ def _tile_weights(
             )
         out.append(g_t)
     w_t = (out[0] - out[1]) / s2
+    return _compensate(w_t, w_prog, device, xp=xp, special=special)
+
+
+def _compensate(w_t: Any, w_prog: Any, device: Device, *, xp: Any, special: Any):
     if device.drift_compensation:
         num = xp.mean(xp.abs(w_prog))
         den = xp.mean(xp.abs(w_t))
@@ -431,19 +465,29 @@ def out_draw_shape(
     return (r, *batch, x_shape[-2], w_shape[-1])
 
 
-def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Any):
+def _tile_matvec(
+    x: Any,
+    w: Any,
+    device: Device,
+    draw: Any,
+    *,
+    xp: Any,
+    special: Any,
+    first_pass: bool = False,
+) -> Any:
     nm = special.stop_gradient(xp.max(xp.abs(x), axis=-1, keepdims=True))
     live = nm > 0
     nm = xp.where(live, nm, 1.0)
     v = x / nm
     red = 1.0
-    if device.adc_bits:
+    if device.adc_bits and not first_pass:
         y_est = special.stop_gradient(v @ w)
         peak = xp.max(xp.abs(y_est), axis=-1, keepdims=True) / device.out_bound
         red = 2.0 ** xp.clip(
             xp.ceil(xp.log2(xp.where(peak > 1.0, peak, 1.0))), 0.0, 4.0
         )
         v = v / red
+    v_in = v
     if device.dac_bits:
         step = 2.0 * device.inp_bound / (2.0**device.dac_bits - 2.0)
         v = xp.clip(
@@ -452,6 +496,20 @@ def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special:
             device.inp_bound,
         )
     y = v @ w
+    ok = None
+    if first_pass and device.adc_bits:
+        # the noise-free estimate v_in @ w that bound management checks differs
+        # from this product (DAC-quantised input) by at most max_i |v_in - v| times
+        # a column's sum of |w| (plus float rounding, < n eps of the same): when
+        # that bound keeps every output within out_bound, the estimate does too,
+        # red = 1, and this pass is exactly the two-product computation
+        sg = special.stop_gradient
+        dv = xp.max(xp.abs(sg(v_in) - sg(v)), axis=-1, keepdims=True)
+        colsum = xp.max(xp.sum(xp.abs(sg(w)), axis=-2), axis=-1)
+        colsum = xp.reshape(colsum, (*colsum.shape, 1, 1))
+        slack = max(1e-4, 4.0 * w.shape[-2] * 1.2e-7)
+        bound = xp.max(xp.abs(sg(y)), axis=-1, keepdims=True) + (dv + slack) * colsum
+        ok = xp.all(bound <= device.out_bound)
     if device.ir_drop:
         n = w.shape[-2]
         wmax = special.stop_gradient(xp.max(xp.abs(w)))
@@ -470,7 +528,41 @@ def _tile_matvec(x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special:
             -device.out_bound,
             device.out_bound,
         )
-    return xp.where(live, y * (nm * red), 0.0)
+    out = xp.where(live, y * (nm * red), 0.0)
+    return (out, ok) if first_pass else out
+
+
+def tile_matvec(
+    x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Special
+) -> Any:
+    """One tile of :func:`analog_matvec` (``x`` the tile's input slice, ``w`` the
+    tile, ``draw`` its output-noise normals or ``None``): steps 1-8 as documented
+    there, bound management from the noise-free estimate (a second product)."""
+    return _tile_matvec(x, w, device, draw, xp=xp, special=special)
+
+
+def tile_matvec_first_pass(
+    x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Special
+) -> tuple[Any, Any]:
+    """One tile of :func:`analog_matvec` with ``red = 1`` and one product, and
+    whether that is exact: ``(y, ok)``; when ``ok`` (a 0-d bool) is true, ``y`` is
+    :func:`tile_matvec`'s value (bound management would keep ``red = 1``: a bound
+    on the noise-free estimate from this product and the DAC's rounding error keeps
+    every output within ``out_bound``); else ``y`` is not the tile's output and
+    :func:`tile_matvec` must be called. ``ok`` is ``None`` without an ADC (no bound
+    management: ``y`` is exact)."""
+    return _tile_matvec(x, w, device, draw, xp=xp, special=special, first_pass=True)
+
+
+def eager_tile_matvec(
+    x: Any, w: Any, device: Device, draw: Any, *, xp: Any, special: Special
+) -> Any:
+    """:func:`tile_matvec` for eager backends (NumPy, torch): the one-product
+    :func:`tile_matvec_first_pass` when it is exact, else the two products."""
+    y, ok = tile_matvec_first_pass(x, w, device, draw, xp=xp, special=special)
+    if ok is None or bool(ok):
+        return y
+    return tile_matvec(x, w, device, draw, xp=xp, special=special)
 
 
 def analog_matvec(
@@ -481,6 +573,7 @@ def analog_matvec(
     *,
     xp: Any,
     special: Special,
+    tile: Any = None,
 ) -> Any:
     r"""``x @ w`` through the periphery of aihwkit's analog MVM, tile by tile.
 
@@ -492,7 +585,9 @@ def analog_matvec(
        output);
     2. bound management (aihwkit's ``ITERATIVE``, in one pass): the input is scaled
        down by the smallest power of two ``red`` (at most 16) that keeps the
-       noise-free output within ``out_bound``;
+       noise-free output within ``out_bound`` (a second product; hosts may skip it
+       with :func:`tile_matvec_first_pass` when a bound proves ``red = 1``, as the
+       NumPyro handler does: the same values);
     3. DAC: :math:`v \leftarrow \mathrm{clip}(\mathrm{round}(v / r_i) r_i, \pm b_i)`,
        :math:`r_i = 2 b_i / (2^{\mathrm{dac\_bits}} - 2)`;
     4. crossbar product :math:`y = v W_{ij}`;
@@ -516,6 +611,10 @@ def analog_matvec(
     :param out_draw: standard normals ξ of shape :func:`out_draw_shape`
         ``(R, ..., m)`` (``R`` rows of tiles; with one row of tiles ``(..., m)`` is
         accepted too), or ``None`` when the device has no ``out_noise``.
+    :param tile: computes one tile, ``tile(x_i, w_ij, draw) -> y`` (default
+        :func:`tile_matvec`); a host may pass a faster equivalent, e.g.
+        :func:`eager_tile_matvec`, which skips bound management's second product
+        when :func:`tile_matvec_first_pass` proves it unneeded.
     """
     if device.out_noise and out_draw is None:
         raise ValueError("analog_matvec needs out_draw: the device has out_noise")
@@ -533,14 +632,11 @@ def analog_matvec(
         y = None
         for i, (r0, r1) in enumerate(rows):
             draw = None if out_draw is None else out_draw[i][..., c0:c1]
-            part = _tile_matvec(
-                x[..., r0:r1],
-                w[..., r0:r1, c0:c1],
-                device,
-                draw,
-                xp=xp,
-                special=special,
-            )
+            xs, ws = x[..., r0:r1], w[..., r0:r1, c0:c1]
+            if tile is None:
+                part = tile_matvec(xs, ws, device, draw, xp=xp, special=special)
+            else:
+                part = tile(xs, ws, draw)
             y = part if y is None else y + part
         outs.append(y)
     return outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)

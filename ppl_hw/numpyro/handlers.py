@@ -103,9 +103,40 @@ def _dependencies(fn: Any, args: tuple, kwargs: dict, tr: dict) -> dict | None:
         return None
 
 
+def _fast_tile(device: Device) -> Any:
+    """One tile of :func:`~ppl_hw.core.crossbar.analog_matvec` that skips bound
+    management's second product when it is provably unneeded
+    (:func:`~ppl_hw.core.crossbar.tile_matvec_first_pass`), with the same values.
+
+    The skip is a ``lax.cond``; under ``vmap`` (``Predictive`` vmaps its samples) a
+    batched ``cond`` becomes a ``select`` that computes both branches, so the tile
+    is a ``sequential_vmap``: one real ``cond`` per sample. ``sequential_vmap`` has
+    no reverse-mode derivative, so the function is a ``custom_jvp`` whose
+    derivative is that of the plain two-product tile (the same function)."""
+    kw = dict(xp=_xp, special=_sp)
+
+    def exact(x: Any, w: Any, draw: Any) -> Any:
+        return cx.tile_matvec(x, w, device, draw, **kw)
+
+    def one(x: Any, w: Any, draw: Any) -> Any:
+        y, ok = cx.tile_matvec_first_pass(x, w, device, draw, **kw)
+        return jax.lax.cond(ok, lambda: y, lambda: exact(x, w, draw))
+
+    fast = jax.custom_jvp(jax.custom_batching.sequential_vmap(one))
+    fast.defjvp(lambda primals, tangents: jax.jvp(exact, primals, tangents))
+
+    def tile(x: Any, w: Any, draw: Any) -> Any:
+        if draw is None:
+            draw = jnp.zeros((), x.dtype)
+        return fast(x, w, draw)
+
+    return tile
+
+
 @functools.partial(jax.jit, static_argnames=("device",))
 def _analog_matvec(x: Any, w: Any, out: Any, *, device: Device) -> Any:
-    return cx.analog_matvec(x, w, device, out, xp=_xp, special=_sp)
+    tile = _fast_tile(device) if device.adc_bits else None
+    return cx.analog_matvec(x, w, device, out, xp=_xp, special=_sp, tile=tile)
 
 
 class crossbar(cc.CrossbarState, Messenger):

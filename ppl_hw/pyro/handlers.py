@@ -64,6 +64,117 @@ def _draws(
     return out
 
 
+def _traceable(args: tuple) -> bool:
+    """Whether a traced program may stand in for the eager core call: no gradient
+    is asked of it (a traced graph would differentiate the same, but training keeps
+    the plain eager path) and no outer ``torch.jit.trace`` is recording (it records
+    the core's operations itself)."""
+    if torch.jit.is_tracing():
+        return False
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        return False
+    return all(type(a) is torch.Tensor and a.layout is torch.strided for a in args)
+
+
+def _signature(args: tuple) -> tuple:
+    return tuple((tuple(a.shape), a.stride(), a.dtype, a.device) for a in args)
+
+
+def _weights_program(
+    dev: Device,
+    t: float,
+    chip_names: tuple[str, ...],
+    read_names: tuple[str, ...],
+    grid: Any,
+    layout: Any,
+) -> Any:
+    """:func:`~ppl_hw.core.crossbar.crossbar_weights` of one kind of site as a
+    function of positional tensors ``(w, *chip draws, *read draws)``."""
+    k = len(chip_names)
+
+    def weights(w: torch.Tensor, *draws: torch.Tensor) -> torch.Tensor:
+        return cx.crossbar_weights(
+            w,
+            dev,
+            t,
+            dict(zip(chip_names, draws[:k], strict=True)),
+            dict(zip(read_names, draws[k:], strict=True)),
+            xp=_xp,
+            special=_sp,
+            grid=grid,
+            layout=layout,
+        )
+
+    return weights
+
+
+def _matvec_program(dev: Device) -> Any:
+    """:func:`~ppl_hw.core.crossbar.analog_matvec` of one device as a function of
+    ``(x, w[, out_draw])``."""
+
+    def matvec(x: torch.Tensor, w: torch.Tensor, *draw: torch.Tensor) -> torch.Tensor:
+        return cx.analog_matvec(
+            x, w, dev, draw[0] if draw else None, xp=_xp, special=_sp
+        )
+
+    return matvec
+
+
+_EAGER = object()
+"""A program key whose recording failed: the eager core call is used for it."""
+
+
+def _trace(fn: Any, args: tuple) -> Any:
+    """``fn`` recorded once with :func:`torch.jit.trace` on example ``args``: the
+    same ATen operations, replayed without the Python and array-API dispatch of the
+    core. The core's Python control flow depends only on the device, the time, the
+    grid, the layout and the shapes (it is jitted by JAX on NumPyro, where nothing
+    else can steer it), so a recording keyed by those (with dtypes and strides) is
+    exact for every input of that key; torch's warnings about shapes read as Python
+    numbers are therefore expected and silenced. Random draws stay outside the
+    recording: the generator's stream is that of the eager path, and so is every
+    value, bit for bit — checked once on the example (a recording that fails or
+    differs returns ``_EAGER``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        try:
+            with torch.no_grad():
+                program = torch.jit.trace(fn, args, check_trace=False)
+                same = torch.equal(program(*args), fn(*args))
+        except Exception:  # any failure: keep the eager path
+            return _EAGER
+    return program if same else _EAGER
+
+
+class _Programs:
+    """Traced programs by key, shared by every handler (a program depends on the
+    device, time, shapes and layout, not on the chip's seed: the chips of a
+    deployment sweep share them); at most ``size`` (the oldest is dropped)."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._d: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        return self._d.get(key)
+
+    def put(self, key: Any, program: Any) -> Any:
+        while len(self._d) >= self.size:
+            self._d.pop(next(iter(self._d)))
+        self._d[key] = program
+        return program
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def clear(self) -> None:
+        self._d.clear()
+
+
+_PROGRAMS = _Programs()
+
+
 class CrossbarMessenger(cc.CrossbarState, Messenger):
     r"""The Pyro handler behind :func:`crossbar` (see there)."""
 
@@ -79,6 +190,9 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
     ):
         self._init_state(device, sites, t_inference, seed, reprogram, record)
         self._mode_needed = False
+        self._chip_seed = self.spec.seed
+        self._chip_cache: dict[Any, dict[str, torch.Tensor]] = {}
+        self._traced: set = set()  # keys of the shared programs this handler ran
         super().__init__()
 
     _site_kind = staticmethod(_site_kind)
@@ -194,31 +308,86 @@ class CrossbarMessenger(cc.CrossbarState, Messenger):
     def _program(self, name: str, value: Any, dev: Device, grid: Any) -> Any:
         shape = tuple(value.shape)
         if self.spec.reprogram == "once":
-            chip = {
-                k: torch.as_tensor(v, dtype=value.dtype, device=value.device)
-                for k, v in self._chip_numpy(name, shape, dev).items()
-            }
+            chip = self._chip_tensors(name, shape, dev, value)
         else:
             chip = _draws(dev.chip_draws, shape, dev.binary, value)
         read = _draws(dev.read_draws, shape, dev.binary, value)
-        return cx.crossbar_weights(
-            value,
+        layout = self.layouts.get(name, "default")
+        args = (value, *chip.values(), *read.values())
+
+        def eager() -> Any:
+            return cx.crossbar_weights(
+                value,
+                dev,
+                self.spec.t_inference,
+                chip,
+                read,
+                xp=_xp,
+                special=_sp,
+                grid=grid,
+                layout=layout,
+            )
+
+        if not _traceable(args):
+            return eager()
+        key = (
+            "weights",
+            _signature(args),
             dev,
             self.spec.t_inference,
-            chip,
-            read,
-            xp=_xp,
-            special=_sp,
-            grid=grid,
-            layout=self.layouts.get(name, "default"),
+            grid,
+            layout,
+            tuple(chip),
+            tuple(read),
         )
+        program = _PROGRAMS.get(key)
+        if program is None:
+            fn = _weights_program(
+                dev, self.spec.t_inference, tuple(chip), tuple(read), grid, layout
+            )
+            program = _PROGRAMS.put(key, _trace(fn, args))
+        self._traced.add(key)
+        if program is _EAGER:
+            return eager()
+        return program(*args)
+
+    def _chip_tensors(
+        self, name: str, shape: tuple[int, ...], dev: Device, like: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The chip's draws of a site as tensors of ``like``'s dtype and device,
+        converted from NumPy once per chip (seed) and site, not at every model run."""
+        seed = self.spec.seed
+        if seed != self._chip_seed:
+            # a re-seeded chip (``spec.seed`` changed): new NumPy draws and tensors
+            self._chips.clear()
+            self._chip_cache.clear()
+            self._chip_seed = seed
+        key = (name, shape, dev, like.dtype, like.device)
+        out = self._chip_cache.get(key)
+        if out is None:
+            out = {
+                k: torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                for k, v in self._chip_numpy(name, shape, dev).items()
+            }
+            self._chip_cache[key] = out
+        return out
 
     # -- used by the routed products (ppl_hw.pyro.nn, torch via ChipMode) --------
     def _normal(self, shape: tuple[int, ...], like: Any) -> Any:
         return torch.randn(shape, dtype=like.dtype, device=like.device)
 
     def _matvec(self, x: Any, w: Any, draw: Any, device: Device) -> Any:
-        return cx.analog_matvec(x, w, device, draw, xp=_xp, special=_sp)
+        args = (x, w) if draw is None else (x, w, draw)
+        program = None
+        if _traceable(args):
+            key = ("matvec", _signature(args), device)
+            program = _PROGRAMS.get(key)
+            if program is None:
+                program = _PROGRAMS.put(key, _trace(_matvec_program(device), args))
+            self._traced.add(key)
+        if program is None or program is _EAGER:
+            return cx.analog_matvec(x, w, device, draw, xp=_xp, special=_sp)
+        return program(*args)
 
 
 def crossbar(
@@ -243,6 +412,12 @@ def crossbar(
     Chip draws (``reprogram="once"``) come from NumPy keyed by ``seed`` and the site
     name — the same chip as the NumPyro handler programs; read noise and output noise
     come from torch's generator (``pyro.set_rng_seed``), fresh at every execution.
+    Per-chip work is done once per chip: the chip's draws become tensors once per
+    site (again when ``seed`` changes), and outside autograd the core's weight
+    effects and converter products are recorded once per kind of site and product
+    (``torch.jit.trace``; keyed by device, ``t_inference``, shapes, dtype and layout,
+    shared by every chip) and replayed at each sample — the same values, bit for bit,
+    and the same random stream as the eager core.
 
     Wrap the **model**::
 
