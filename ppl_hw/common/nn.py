@@ -128,12 +128,11 @@ def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
 
 
 def flatten(x: Any, xp: Any) -> Any:
-    """Reshape to ``(N, -1)``; Moments reshape both fields."""
-    from ..core.pfp import Moments
-
+    """Reshape to ``(N, -1)``; Moments reshape both fields (and keep their class:
+    flattened ±1 moments are still ±1 moments)."""
     if is_moments(x):
         n = x.mean.shape[0]
-        return Moments(xp.reshape(x.mean, (n, -1)), xp.reshape(x.var, (n, -1)))
+        return type(x)(xp.reshape(x.mean, (n, -1)), xp.reshape(x.var, (n, -1)))
     return xp.reshape(x, (x.shape[0], -1))
 
 

@@ -9,7 +9,10 @@ variance ``v`` (:class:`Moments`); weights are independent with mean and varianc
   :math:`v' = \mathrm{op}(m^2, \mathrm{Var} W) + \mathrm{op}(v, E[W]^2) +
   \mathrm{op}(v, \mathrm{Var} W)` (exact for independent inputs and weights; a
   deterministic input has ``v = 0``), computed with two products for the variance,
-  :math:`\mathrm{op}(m^2, \mathrm{Var} W) + \mathrm{op}(v, E[W^2])`;
+  :math:`\mathrm{op}(m^2, \mathrm{Var} W) + \mathrm{op}(v, E[W^2])`; for ±1 inputs
+  (:class:`BinaryMoments`, the output of a sign), where :math:`m^2 + v = 1`, the same
+  variance is :math:`\mathrm{op}(1, \mathrm{Var} W) + \mathrm{op}(v, E[W]^2)`: one
+  product with the data, the other on a single all-ones example;
 * **sign**: :math:`m' = \mathrm{erf}(m/\sqrt{2v})`, :math:`v' = 1 - m'^2`, exact for a
   Gaussian input (``P(sign = +1) = Φ(m/√v)``);
 * **batch norm** on moments: batch mean of the means, batch variance
@@ -36,6 +39,7 @@ from .backend import Special
 
 __all__ = [
     "SIGN_EPS",
+    "BinaryMoments",
     "Moments",
     "avg_pool_moments",
     "batch_norm_moments",
@@ -105,15 +109,33 @@ class Moments(_MomentsFields):
         return Moments(self.mean / c, self.var / (c * c))
 
 
+class BinaryMoments(Moments):
+    """Moments of independent ±1 variables (the output of :func:`sign_moments` and
+    :func:`binary_max_pool_moments`): ``var = 1 - mean**2``, which lets
+    :func:`linear_moments` save one product. Arithmetic returns plain
+    :class:`Moments` (a scaled or shifted ±1 variable is no longer ±1)."""
+
+    __slots__ = ()
+
+
 def linear_moments(
     x: Moments, w_mean: Any, w_var: Any, op: Callable[[Any, Any], Any]
 ) -> Moments:
     """Moments of ``op(X, W)`` for independent ``X`` and ``W`` (module docstring);
-    ``x.var`` may be ``None`` for a deterministic input (its products are skipped)."""
+    ``x.var`` may be ``None`` for a deterministic input (its products are skipped).
+    For :class:`BinaryMoments` with a batch axis 0, ``op`` is also applied to one
+    all-ones example (shape ``(1, ...)``)."""
     m, v = x
     mean = op(m, w_mean)
     if v is None:  # a deterministic input (e.g. the data): one product less
         return Moments(mean, op(m * m, w_var))
+    if isinstance(x, BinaryMoments) and len(m.shape) >= 2:
+        # m^2 + v = 1: m^2 Var W + v E[W^2] = 1 Var W + v E[W]^2, a sum of
+        # non-negative terms (no cancellation); the first is one all-ones example's
+        # product (op of the ones keeps a convolution's zero padding right), which
+        # broadcasts over the batch
+        ones = m[:1] * 0.0 + 1.0
+        return Moments(mean, op(v, w_mean * w_mean) + op(ones, w_var))
     # v E[W]^2 + v Var[W] as one product v E[W^2]: two products for the variance
     var = op(m * m, w_var) + op(v, w_mean * w_mean + w_var)
     return Moments(mean, var)
@@ -125,7 +147,7 @@ def sign_moments(x: Moments, *, xp: Any, special: Special) -> Moments:
     mean = special.erf(m / xp.sqrt(2.0 * v + SIGN_EPS))
     # (1 - m')(1 + m') = 1 - m'^2 is >= 0 for |m'| <= 1 without a clip (whose
     # gradient made XLA's CPU step ~40 % slower) and keeps its precision near |m'| = 1
-    return Moments(mean, (1.0 - mean) * (1.0 + mean))
+    return BinaryMoments(mean, (1.0 - mean) * (1.0 + mean))
 
 
 def batch_norm_moments(
@@ -162,7 +184,7 @@ def binary_max_pool_moments(x: Moments) -> Moments:
     for q in _quads(x.mean):
         p_all_minus = p_all_minus * (1.0 - q) / 2.0
     mean = 1.0 - 2.0 * p_all_minus
-    return Moments(mean, 1.0 - mean * mean)
+    return BinaryMoments(mean, 1.0 - mean * mean)
 
 
 def gaussian_max_moments(
