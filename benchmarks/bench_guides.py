@@ -11,14 +11,16 @@ for ``AutoMeanKL`` and ``AutoDeviceNoise`` (MTJ shape, 10 000-point table);
 from __future__ import annotations
 
 from functools import partial
+from itertools import pairwise
 
 from _timing import Result, compare
+
 
 def _budget_bits(width: int) -> int:
     """``AutoMeanKL``'s budget: 20 000 bits on the demo's 64-64-10 network (8 970
     weights) and the same bits per weight at other widths."""
     sizes = (64, width, width, 10)
-    weights = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    weights = sum((a + 1) * b for a, b in pairwise(sizes))
     return round(20_000 * weights / 8_970)
 
 
@@ -63,7 +65,9 @@ def _numpyro(width: int, binary_width: int, reps: dict) -> list[Result]:
     t = compare(
         {
             "AutoNormal": stepper(real, AutoNormal(real)),
-            "AutoMeanKL": stepper(real, AutoMeanKL(real, kl_budget_bits=_budget_bits(width))),
+            "AutoMeanKL": stepper(
+                real, AutoMeanKL(real, kl_budget_bits=_budget_bits(width))
+            ),
             "AutoDeviceNoise": stepper(real, AutoDeviceNoise(real, noise=noise)),
             "AutoNormal (binary)": stepper(binary, AutoNormal(binary)),
             "AutoScaleDropout": stepper(binary, AutoScaleDropout(binary, p=0.5)),
@@ -110,7 +114,9 @@ def _pyro(width: int, binary_width: int, reps: dict) -> list[Result]:
     t = compare(
         {
             "AutoNormal": stepper(real, AutoNormal(real)),
-            "AutoMeanKL": stepper(real, AutoMeanKL(real, kl_budget_bits=_budget_bits(width))),
+            "AutoMeanKL": stepper(
+                real, AutoMeanKL(real, kl_budget_bits=_budget_bits(width))
+            ),
             "AutoDeviceNoise": stepper(real, AutoDeviceNoise(real, noise=noise)),
             "AutoNormal (binary)": stepper(binary, AutoNormal(binary)),
             "AutoScaleDropout": stepper(binary, AutoScaleDropout(binary, p=0.5)),
