@@ -67,17 +67,19 @@ def _meankl_sites(
     num_weights: int,
     blocks: tuple | None = None,
 ) -> dict[str, tuple[Any, Any]]:
-    """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites, solved as one
-    flat vector in sorted site order (the order of the blocks); jitted so an eager
+    """``{site: (mu, sigma)}`` from the Mean-KL parameters of all sites: the budget
+    split over all weights as one flat vector in sorted site order (the order of the
+    blocks), then the solve site by site; jitted so an eager
     call (``svi.init``, an unjitted ``Predictive``) compiles once instead of
     dispatching every operation of the Newton solve. ``blocks``: ``(index, pad,
     block_of, log_cb)`` of a :class:`~ppl_hw.common.autoguide.BlockSplit`."""
     names = sorted(ms)
+    ends = np.cumsum([ms[k].size for k in names])[:-1]
 
     def flat(d: dict) -> Any:
         return jnp.concatenate([jnp.reshape(d[k], -1) for k in names])
 
-    m = flat(ms)
+    dtype = jnp.result_type(*(ms[k] for k in names))
     log_kappa = _mk.log_kappa(
         None if phis is None else flat(phis),
         log_budget=log_budget,
@@ -86,18 +88,27 @@ def _meankl_sites(
         xp=_xp,
         special=_sp,
     )
-    nu = flat({k: priors[k][0] for k in names}).astype(m.dtype)
-    rho = flat({k: priors[k][1] for k in names}).astype(m.dtype)
-    loc, scale = _mk.meankl_loc_scale(
-        m, log_kappa, nu, rho, xp=_xp, log_ratio_fn=_log_ratio
-    )
-    ends = np.cumsum([ms[k].size for k in names])[:-1]
-    return {
-        k: (a.reshape(jnp.shape(ms[k])), b.reshape(jnp.shape(ms[k])))
-        for k, a, b in zip(
-            names, jnp.split(loc, ends), jnp.split(scale, ends), strict=True
+    if phis is None:  # "equal": one scalar for every weight
+        lk = {k: log_kappa for k in names}
+    else:  # back to the sites' shapes before the elementwise solve
+        lk = {
+            k: jnp.reshape(part, jnp.shape(ms[k]))
+            for k, part in zip(names, jnp.split(log_kappa, ends), strict=True)
+        }
+    # The solve runs site by site: fed by a concatenation, XLA's CPU backend fuses
+    # the whole elementwise chain (Newton loop included) with the concatenate's
+    # per-element select and the step took 7x longer at 10^6 weights (measured:
+    # 210 ms against 28 ms with its gradient, digits MLP with two hidden layers of
+    # 1 024); the budget split itself (softmax or blocks) still sees all weights.
+    out = {}
+    for k in names:
+        nu, rho = (
+            jnp.reshape(jnp.asarray(a, dtype), jnp.shape(ms[k])) for a in priors[k]
         )
-    }
+        out[k] = _mk.meankl_loc_scale(
+            ms[k], lk[k], nu, rho, xp=_xp, log_ratio_fn=_log_ratio
+        )
+    return out
 
 
 def _is_real(site: dict) -> bool:
