@@ -39,6 +39,20 @@ from collections.abc import Callable
 from _timing import Result, Timings, compare
 
 
+def _jitted_predictive(model, post, x):
+    """A zero-argument call of ``Predictive(model)``'s logits, jitted with the
+    posterior samples and the inputs as arguments (not constants baked into the jit)."""
+    import jax
+    from numpyro.infer import Predictive
+
+    @jax.jit
+    def f(key, post, x):
+        pred = Predictive(model, posterior_samples=post, return_sites=["logits"])
+        return pred(key, x)["logits"]
+
+    return lambda: f(jax.random.PRNGKey(1), post, x).block_until_ready()
+
+
 def run(quick: bool = False) -> list[Result]:
     return run_floor(quick) + run_demo(quick) + run_tiles(quick)
 
@@ -206,7 +220,6 @@ def _excess(t: Timings, a: str, floor: str, base: str = "clean") -> tuple:
 def _floor_candidates(n_in, hidden, num_samples, batch, parts: bool) -> dict:
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import Predictive
 
     from ppl_hw import devices
     from ppl_hw.numpyro.handlers import crossbar
@@ -224,12 +237,7 @@ def _floor_candidates(n_in, hidden, num_samples, batch, parts: bool) -> dict:
         )
 
     def fn(m):
-        @jax.jit
-        def f(key, post, x):
-            pred = Predictive(m, posterior_samples=post, return_sites=["logits"])
-            return pred(key, x)["logits"]
-
-        return lambda: f(jax.random.PRNGKey(1), post, x).block_until_ready()
+        return _jitted_predictive(m, post, x)
 
     out = {"clean": fn(model)}
     for name, dev in devs.items():
@@ -462,7 +470,6 @@ def run_tiles(quick: bool = False, backends=("numpyro",)) -> list[Result]:
 def _numpyro_tiles(n_in, hidden, samples, batch, devs, reps) -> dict:
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import Predictive
 
     from ppl_hw.numpyro.handlers import crossbar
     from ppl_hw.numpyro.models import mlp_classifier
@@ -472,13 +479,7 @@ def _numpyro_tiles(n_in, hidden, samples, batch, devs, reps) -> dict:
     post = {k: jnp.asarray(v) for k, v in samples.items()}
 
     def fn(m):
-        # the samples and the inputs are arguments, not constants baked into the jit
-        @jax.jit
-        def f(key, post, x):
-            pred = Predictive(m, posterior_samples=post, return_sites=["logits"])
-            return pred(key, x)["logits"]
-
-        return lambda: f(jax.random.PRNGKey(1), post, x).block_until_ready()
+        return _jitted_predictive(m, post, x)
 
     candidates = {"clean": fn(model)}
     for name, dev in devs.items():
