@@ -12,9 +12,11 @@ Convert with ``jnp.asarray`` / ``torch.as_tensor`` for a backend.
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from .core.checks import check_int, check_number
 
 __all__ = [
     "SPARSE_REGRESSION_SIZES",
@@ -36,11 +38,24 @@ class Split(NamedTuple):
 
 
 def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
+    return int(check_int(name, value, low=low))
+
+
+def _check_seed(name: str, value: object) -> int:
+    """A seed of :func:`numpy.random.default_rng` (an int >= 0, never truncated)."""
+    return int(check_int(name, value, low=0))
+
+
+def _check_range(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (low, high), got {value!r}") from None
+    lo = check_number(f"{name}[0]", lo)
+    hi = check_number(f"{name}[1]", hi)
+    if not lo < hi:
+        raise ValueError(f"{name} must be (low, high) with low < high, got {value!r}")
+    return lo, hi
 
 
 def load_digits(*, test_size: float = 0.25, random_state: int = 0) -> Split:
@@ -57,8 +72,16 @@ def load_digits(*, test_size: float = 0.25, random_state: int = 0) -> Split:
     from sklearn.datasets import load_digits as _load
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < float(test_size) < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    check_number(
+        "test_size",
+        test_size,
+        low=0,
+        high=1,
+        open_low=True,
+        open_high=True,
+        interval=True,
+    )
+    _check_seed("random_state", random_state)
     data = _load()
     x = (data.data / 16.0).astype(np.float32)
     y = data.target.astype(np.int64)
@@ -95,14 +118,10 @@ def make_toy_regression(
     """
     n_train = _check_int("n_train", n_train, 1)
     n_test = _check_int("n_test", n_test, 1)
-    if not float(noise_scale) >= 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
-    for name, (lo, hi) in (("train_range", train_range), ("test_range", test_range)):
-        if not lo < hi:
-            raise ValueError(
-                f"{name} must be (low, high) with low < high, got {(lo, hi)}"
-            )
-    rng = np.random.default_rng(seed)
+    noise_scale = check_number("noise_scale", noise_scale, low=0)
+    train_range = _check_range("train_range", train_range)
+    test_range = _check_range("test_range", test_range)
+    rng = np.random.default_rng(_check_seed("seed", seed))
     x_tr = rng.uniform(*train_range, size=n_train)
     y_tr = x_tr**3 + noise_scale * rng.standard_normal(n_train)
     x_te = np.linspace(*test_range, n_test)
@@ -178,9 +197,8 @@ def make_sparse_regression(
     p = _check_int("num_features", p0 if num_features is None else num_features, 5)
     ntr = _check_int("n_train", ntr0 if n_train is None else n_train, 1)
     nte = _check_int("n_test", nte0 if n_test is None else n_test, 1)
-    if not float(noise_scale) >= 0:
-        raise ValueError(f"noise_scale must be >= 0, got {noise_scale}")
-    rng = np.random.default_rng(seed)
+    noise_scale = check_number("noise_scale", noise_scale, low=0)
+    rng = np.random.default_rng(_check_seed("seed", seed))
     n = ntr + nte
     z0 = _truncated_standard_normal(rng, (n, 1), 10.0)
     z = _truncated_standard_normal(rng, (n, p), 10.0)
@@ -205,6 +223,25 @@ def make_mnist1d(
     :param train_split: fraction used for training, in (0, 1).
     :param seed: the generator's seed (42 is the published data set).
     """
+    num_samples = _check_int("num_samples", num_samples, 10)
+    train_split = check_number(
+        "train_split",
+        train_split,
+        low=0,
+        high=1,
+        open_low=True,
+        open_high=True,
+        interval=True,
+    )
+    seed = _check_seed("seed", seed)
+    n_total = 10 * (num_samples // 10)  # mnist1d makes num_samples // 10 per class
+    n_train = int(n_total * train_split)
+    if not 0 < n_train < n_total:
+        raise ValueError(
+            f"train_split={train_split!r} of num_samples={num_samples} leaves "
+            f"{n_train} training and {n_total - n_train} test signals; both need "
+            "at least one"
+        )
     try:
         import mnist1d
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -212,9 +249,6 @@ def make_mnist1d(
             'make_mnist1d needs the optional "mnist1d" package: '
             'pip install "ppl_hw[mnist1d]"'
         ) from err
-    num_samples = _check_int("num_samples", num_samples, 10)
-    if not 0.0 < float(train_split) < 1.0:
-        raise ValueError(f"train_split must be in (0, 1), got {train_split}")
     args = mnist1d.get_dataset_args()
     args.num_samples = num_samples
     args.train_split = float(train_split)

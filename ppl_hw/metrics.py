@@ -8,6 +8,9 @@ over posterior samples); :func:`mutual_information` takes the per-sample
 probabilities of shape ``(S, N, C)``. Regression metrics take the predictive mean
 (and variance) of each target.
 
+Probabilities are checked (finite, in [0, 1], rows summing to 1 within
+:data:`ppl_hw.core.metrics.PROB_ATOL`; :func:`accuracy` also takes logits, checked
+finite) and empty inputs refused, each with a ``ValueError`` naming the argument.
 Zero probabilities are handled: :func:`nll` clips at the smallest positive normal
 float64 (so a confidently wrong prediction costs about 708 nats instead of ``inf``)
 and the entropies use :math:`0 \log 0 = 0`; :func:`gaussian_nll` floors the variance

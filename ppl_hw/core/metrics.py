@@ -25,6 +25,12 @@ __all__ = [
 
 _TINY = np.finfo(np.float64).tiny
 
+PROB_ATOL = 1e-2
+"""Tolerance of the probability checks: entries in ``[0, 1 + PROB_ATOL]`` and rows
+summing to 1 within ``PROB_ATOL`` (float32 softmax rows are within ~1e-6 of 1; ten
+probabilities rounded to three decimals within 5e-3). Logits, unnormalised scores and
+probabilities of the wrong axis fail it by far."""
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor, without importing torch
@@ -35,22 +41,62 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
     return out
 
 
-def _probs_labels(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+def _check_probs(p: np.ndarray, name: str) -> None:
+    """Finite entries in [0, 1] and rows (the last axis) summing to 1, within
+    :data:`PROB_ATOL`: a ValueError naming ``name`` and the first bad value."""
+    if p.ndim == 0 or p.shape[-1] == 0:
+        raise ValueError(
+            f"{name} must hold class probabilities along its last axis, got shape "
+            f"{p.shape}"
+        )
+    ok = np.isfinite(p) & (p >= 0) & (p <= 1 + PROB_ATOL)
+    if not ok.all():
+        bad = p[~ok][0]
+        raise ValueError(
+            f"{name} must be probabilities: finite, in [0, 1], got {bad!r} at index "
+            f"{tuple(int(i) for i in np.argwhere(~ok)[0])} (logits? apply softmax)"
+        )
+    sums = p.sum(axis=-1)
+    off = np.abs(sums - 1.0) > PROB_ATOL
+    if off.any():
+        where = tuple(int(i) for i in np.argwhere(off)[0])
+        raise ValueError(
+            f"{name} must be probabilities whose rows sum to 1 (within {PROB_ATOL:g}), "
+            f"got a row summing to {sums[where]!r} at index {where}"
+        )
+
+
+def _probs_labels(
+    probs: Any, labels: Any, logits_ok: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     p = _to_numpy(probs, "probs").astype(np.float64)
     y = _to_numpy(labels, "labels")
     if p.ndim != 2:
         raise ValueError(f"probs must have shape (N, C), got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError(f"probs must hold at least one input, got shape {p.shape}")
     if y.shape != (p.shape[0],):
         raise ValueError(f"labels must have shape ({p.shape[0]},), got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError("labels must be integer class indices")
+            bad = y[np.mod(y, 1) != 0]
+            raise ValueError(
+                f"labels must be integer class indices, got {bad.reshape(-1)[0]!r}"
+            )
         y = y.astype(np.int64)
     if y.size and (y.min() < 0 or y.max() >= p.shape[1]):
         raise ValueError(
             f"labels must lie in [0, {p.shape[1] - 1}], "
             f"got range [{y.min()}, {y.max()}]"
         )
+    if logits_ok:
+        if not np.all(np.isfinite(p)):
+            raise ValueError(
+                f"probs must be finite, got {p[~np.isfinite(p)][0]!r} at index "
+                f"{tuple(int(i) for i in np.argwhere(~np.isfinite(p))[0])}"
+            )
+    else:
+        _check_probs(p, "probs")
     return p, y
 
 
@@ -60,7 +106,7 @@ def accuracy(probs: Any, labels: Any) -> float:
     :param probs: predictive class probabilities (or logits), shape ``(N, C)``.
     :param labels: integer labels, shape ``(N,)``.
     """
-    p, y = _probs_labels(probs, labels)
+    p, y = _probs_labels(probs, labels, logits_ok=True)
     return float(np.mean(np.argmax(p, axis=-1) == y))
 
 
@@ -115,6 +161,12 @@ def _regression(targets: Any, **arrays: Any) -> tuple[np.ndarray, list[np.ndarra
         out.append(a)
     if y.size == 0:
         raise ValueError("targets must hold at least one value")
+    for name, a in (("targets", y), *zip(arrays, out, strict=True)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"{name} must be finite, got {a[~np.isfinite(a)][0]!r} at index "
+                f"{tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])}"
+            )
     return y, out
 
 
@@ -147,7 +199,10 @@ def gaussian_nll(mean: Any, variance: Any, targets: Any) -> float:
     """
     y, (mu, var) = _regression(targets, mean=mean, variance=variance)
     if not np.all(var >= 0):
-        raise ValueError("variance must be >= 0 (and not nan)")
+        raise ValueError(
+            f"variance must be >= 0, got {var[var < 0][0]!r} at index "
+            f"{tuple(int(i) for i in np.argwhere(var < 0)[0])}"
+        )
     var = np.maximum(var, _TINY)
     with np.errstate(over="ignore"):
         terms = 0.5 * np.log(2 * np.pi * var) + (y - mu) ** 2 / (2 * var)
@@ -164,7 +219,9 @@ def predictive_entropy(probs: Any) -> np.ndarray:
     :param probs: predictive class probabilities, shape ``(..., C)``.
     :returns: array of shape ``probs.shape[:-1]``.
     """
-    return _entropy(_to_numpy(probs, "probs").astype(np.float64))
+    p = _to_numpy(probs, "probs").astype(np.float64)
+    _check_probs(p, "probs")
+    return _entropy(p)
 
 
 def mutual_information(prob_samples: Any) -> np.ndarray:
@@ -179,6 +236,11 @@ def mutual_information(prob_samples: Any) -> np.ndarray:
     p = _to_numpy(prob_samples, "prob_samples").astype(np.float64)
     if p.ndim != 3:
         raise ValueError(f"prob_samples must have shape (S, N, C), got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError(
+            f"prob_samples must hold at least one sample, got shape {p.shape}"
+        )
+    _check_probs(p, "prob_samples")
     return _entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0)
 
 
