@@ -44,6 +44,9 @@ not observe: an outer ``condition`` (as Pyro's ``Predictive`` uses) makes a site
 observed, but it is still a weight."""
 
 REPROGRAM = ("once", "per_sample")
+MAX_CHIP_SEED = 2**64 - 1
+"""The largest chip seed: chips are keyed by 64-bit seeds (NumPy's Philox key word),
+so no two seeds in ``[0, MAX_CHIP_SEED]`` program the same chip."""
 CHIP_SUFFIX = "_chip"
 """Suffix of the deterministic sites that ``record=True`` adds."""
 
@@ -171,6 +174,11 @@ class CrossbarSpec:
             raise ValueError(f"t_inference must be >= 0 seconds, got {t_inference!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seed must be an int, got {seed!r}")
+        if not 0 <= seed <= MAX_CHIP_SEED:
+            raise ValueError(
+                f"seed must be an int in [0, 2**64 - 1] (a chip's 64-bit key), "
+                f"got {seed!r}"
+            )
         if reprogram not in REPROGRAM:
             raise ValueError(
                 f"reprogram must be one of {list(REPROGRAM)}, got {reprogram!r}"
@@ -280,7 +288,7 @@ def chip_draws_numpy(
 ) -> dict[str, np.ndarray]:
     """The per-chip standard draws of a site, from NumPy, keyed by the seed and the
     site name: the same chip on both backends, for every read and posterior sample."""
-    key = [spec.seed & 0xFFFFFFFF, zlib.crc32(name.encode())]
+    key = [spec.seed, zlib.crc32(name.encode())]  # Philox's two 64-bit key words
     rng = np.random.Generator(np.random.Philox(key=key))
     shapes = cx.draw_shapes(device.chip_draws, shape, device.binary)
     out = {}

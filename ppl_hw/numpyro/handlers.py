@@ -183,7 +183,8 @@ class crossbar(cc.CrossbarState, Messenger):
         devices) or a callable ``(msg) -> Device | None`` like
         ``numpyro.handlers.reparam``'s ``config``.
     :param t_inference: seconds since programming, ``>= 0``.
-    :param seed: the chip's seed.
+    :param seed: the chip's seed, an int in [0, 2**64 - 1] (distinct seeds program
+        distinct chips).
     :param reprogram: ``"once"`` or ``"per_sample"``.
     :param record: also record the chip's weights as deterministic sites
         ``"<name>_chip"``.
@@ -260,9 +261,11 @@ default_weight_sites`), and the layout of each layer that consumes one."""
         site name, so that the model still runs."""
         key = numpyro.prng_key()
         if key is None:
-            key = jax.random.fold_in(
-                jax.random.PRNGKey(self.spec.seed), zlib.crc32(name.encode())
-            )
+            seed = self.spec.seed
+            key = jax.random.PRNGKey(seed & 0xFFFFFFFF)
+            if seed >> 32:  # PRNGKey keeps 32 bits without x64: fold in the rest
+                key = jax.random.fold_in(key, seed >> 32)
+            key = jax.random.fold_in(key, zlib.crc32(name.encode()))
         return key
 
     def postprocess_message(self, msg: dict) -> None:

@@ -432,7 +432,8 @@ def crossbar(
     :param sites: ``None``, a list of names, a dict name -> ``Device`` or a callable
         ``(msg) -> Device | None``.
     :param t_inference: seconds since programming, ``>= 0``.
-    :param seed: the chip's seed.
+    :param seed: the chip's seed, an int in [0, 2**64 - 1] (distinct seeds program
+        distinct chips).
     :param reprogram: ``"once"`` or ``"per_sample"``.
     :param record: also record the chip's weights as deterministic sites
         ``"<name>_chip"``.
