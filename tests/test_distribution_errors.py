@@ -134,10 +134,22 @@ def _cases(tmp):
             r"spike_scale.*-0.0(1|0999)",
         ),
         (
-            "spike not below slab",
-            lambda m: m.SpikeAndSlab(0.5, 2.0, 1.0),
+            "infinite slab scale",
+            lambda m: m.SpikeAndSlab(0.5, 0.1, np.inf),
             ValueError,
-            r"spike_scale must be below slab_scale, got spike_scale 2.0 with slab_scale 1.0",
+            r"(?s)slab_scale.*FinitePositive\(\).*inf",
+        ),
+        (
+            "infinite device-noise scale",
+            lambda m: m.DeviceNoise(0.0, np.inf, m.EmpiricalNoise(GOOD)),
+            ValueError,
+            r"(?s)scale\b.*FinitePositive\(\).*inf",
+        ),
+        (
+            "infinite device-noise loc",
+            lambda m: m.DeviceNoise(np.inf, 1.0, m.EmpiricalNoise(GOOD)),
+            ValueError,
+            r"(?s)loc\b.*Real\(\).*inf",
         ),
     ]
 
@@ -152,3 +164,28 @@ def test_bad_input(case, backend, tmp_path):
     _, build, exc, match = next(c for c in _cases(tmp_path) if c[0] == case)
     with pytest.raises(exc, match=match):
         build(module)
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
+def test_spike_and_slab_takes_any_two_positive_scales(backend):
+    """``arg_constraints`` are the whole truth: a spike wider than the slab is a valid
+    mixture (the host's generic tests build such values), with the density of the
+    two-component mixture (scipy) and the slab component's inclusion probability."""
+    from scipy import stats
+
+    module = {"numpyro": nd, "pyro": pd}[backend]
+    x = np.linspace(-3.0, 3.0, 7)
+    prob, spike, slab = 0.3, 2.0, 0.5
+    d = module.SpikeAndSlab(prob, spike, slab)
+    slab_pdf = prob * stats.norm.pdf(x, scale=slab)
+    mixture = slab_pdf + (1 - prob) * stats.norm.pdf(x, scale=spike)
+    value = x.astype(np.float32)
+    if backend == "pyro":
+        import torch
+
+        value = torch.as_tensor(value)
+    lp = np.asarray(d.log_prob(value), np.float64)
+    np.testing.assert_allclose(lp, np.log(mixture), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(d.inclusion_prob(value), np.float64), slab_pdf / mixture, rtol=1e-5
+    )

@@ -526,7 +526,8 @@ def test_mask_and_to_event_and_plate(case):
         ("device", {"scale": -1.0}),
         ("spike-and-slab", {"prob": 1.5}),
         ("spike-and-slab", {"spike_scale": -0.1}),
-        ("spike-and-slab", {"slab_scale": 0.001}),  # below the spike scale
+        ("spike-and-slab", {"slab_scale": jnp.inf}),  # a scale that means nothing
+        ("device", {"scale": jnp.inf}),
         ("discrete", {"logits": jnp.array([0.0, jnp.nan, 1.0])}),
     ],
 )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import (
@@ -11,12 +14,47 @@ from numpyro.distributions.distribution import (
     Independent,
     MaskedDistribution,
 )
+from numpyro.distributions.transforms import biject_to
 from numpyro.util import not_jax_tracer
 
 from ...core.checks import describe_invalid
 from .._backend import BACKEND
 
-__all__ = ["BACKEND", "WRAPPERS", "HwDistribution", "base_distribution"]
+__all__ = [
+    "BACKEND",
+    "WRAPPERS",
+    "HwDistribution",
+    "base_distribution",
+    "finite_positive",
+]
+
+
+class _FinitePositive(constraints._GreaterThan):
+    """``0 < x < inf``: a scale that can mean something (NumPyro's ``positive``
+    admits ``inf``, with which a distribution samples ``±inf``). Unconstrained by
+    ``exp``, like ``positive``."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def __call__(self, x: Any) -> Any:
+        return (x > 0) & jnp.isfinite(x)
+
+    def __repr__(self) -> str:
+        return "FinitePositive()"
+
+    def tree_flatten(self) -> tuple:
+        return (), ((), {})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FinitePositive)
+
+    def __hash__(self) -> int:
+        return hash(_FinitePositive)
+
+
+finite_positive = _FinitePositive()
+biject_to.register(_FinitePositive, biject_to._registry[constraints._GreaterThan])
 
 #: the wrappers ``to_event``, ``expand`` and ``mask`` put around a distribution: a
 #: site's prior is what they wrap (a transformed distribution is not its base)

@@ -12,7 +12,7 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.distributions.util import promote_shapes, validate_sample
 
 from ...core.gaussian import kl_location_scale_normal
-from ._base import HwDistribution
+from ._base import HwDistribution, finite_positive
 from .empirical_noise import EmpiricalNoise
 
 __all__ = ["DeviceNoise"]
@@ -37,11 +37,11 @@ class DeviceNoise(HwDistribution):
     device's shape.
 
     :param loc: location μ (the weight mean).
-    :param scale: scale σ > 0 (the weight standard deviation).
+    :param scale: scale σ > 0, finite (the weight standard deviation).
     :param noise: the noise shape, an ``EmpiricalNoise``.
     """
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints = {"loc": constraints.real, "scale": finite_positive}
     support = constraints.real
     reparametrized_params = ["loc", "scale"]
     pytree_data_fields = ("loc", "scale", "noise")

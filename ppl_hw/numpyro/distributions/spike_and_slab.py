@@ -6,16 +6,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax, random
 from numpyro.distributions import constraints
 from numpyro.distributions.batch_util import vmap_over
 from numpyro.distributions.util import promote_shapes, validate_sample
-from numpyro.util import not_jax_tracer
 
 from ...core import spike_slab as ss
-from ...core.checks import describe_invalid
-from ._base import BACKEND, HwDistribution
+from ._base import BACKEND, HwDistribution, finite_positive
 
 __all__ = ["SpikeAndSlab"]
 
@@ -57,12 +54,12 @@ class SpikeAndSlab(HwDistribution):
         p^*(w) = \frac{\pi\,\mathcal N(w; 0, \sigma_1^2)}{p(w)},
 
     element-wise, with slab weight :math:`\pi` = ``prob``, spike scale
-    :math:`\sigma_0` < slab scale :math:`\sigma_1` (Ke & Fan 2022). ``log_prob`` is a
-    log-sum-exp; :meth:`inclusion_prob` is the posterior slab probability
-    :math:`p^*`; ``cdf`` is the mixture of normal cdfs and ``icdf`` a bracketed Newton
-    solve with an implicit derivative, so samples (by inverse transform) are
-    reparameterised in all three parameters. Grouping of weights belongs to the EM
-    that uses this prior, not to the prior.
+    :math:`\sigma_0` (< slab scale :math:`\sigma_1` by convention; Ke & Fan 2022).
+    ``log_prob`` is a log-sum-exp; :meth:`inclusion_prob` is the posterior slab
+    probability :math:`p^*`; ``cdf`` is the mixture of normal cdfs and ``icdf`` a
+    bracketed Newton solve with an implicit derivative, so samples (by inverse
+    transform) are reparameterised in all three parameters.
+    Grouping of weights belongs to the EM that uses this prior, not to the prior.
 
     As a prior for network weights, start inference away from zero (e.g. autoguides
     with ``init_loc_fn=init_to_uniform``, NumPyro's default): started at ``w = 0``,
@@ -71,14 +68,17 @@ class SpikeAndSlab(HwDistribution):
     96 %).
 
     :param prob: slab weight π in [0, 1].
-    :param spike_scale: σ0 > 0, the spike's standard deviation.
-    :param slab_scale: σ1 > σ0, the slab's standard deviation.
+    :param spike_scale: σ0 > 0 (finite), the spike's standard deviation.
+    :param slab_scale: σ1 > 0 (finite), the slab's standard deviation; by convention
+        σ1 > σ0, but the mixture is defined for any two positive scales, and
+        :meth:`inclusion_prob` is always the probability of the ``slab_scale``
+        component (``arg_constraints`` are the whole truth about valid values).
     """
 
     arg_constraints = {
         "prob": constraints.unit_interval,
-        "spike_scale": constraints.positive,
-        "slab_scale": constraints.positive,
+        "spike_scale": finite_positive,
+        "slab_scale": finite_positive,
     }
     support = constraints.real
     reparametrized_params = ["prob", "spike_scale", "slab_scale"]
@@ -98,18 +98,6 @@ class SpikeAndSlab(HwDistribution):
             jnp.shape(prob), jnp.shape(spike_scale), jnp.shape(slab_scale)
         )
         super().__init__(batch_shape=batch_shape, validate_args=validate_args)
-
-    def _validate_relations(self) -> None:
-        spike, slab = self.spike_scale, self.slab_scale
-        if not_jax_tracer(spike) and not_jax_tracer(slab):
-            ok = np.broadcast_to(np.asarray(spike) < np.asarray(slab), self.batch_shape)
-            if not np.all(ok):
-                spike, slab = (np.broadcast_to(v, ok.shape) for v in (spike, slab))
-                raise ValueError(
-                    "SpikeAndSlab: spike_scale must be below slab_scale, got "
-                    f"spike_scale {describe_invalid(spike, ok)} "
-                    f"with slab_scale {describe_invalid(slab, ok)}"
-                )
 
     def _params(self) -> tuple[Any, Any, Any]:
         return self.prob, self.spike_scale, self.slab_scale

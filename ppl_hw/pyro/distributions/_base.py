@@ -9,6 +9,7 @@ from pyro.distributions.torch_distribution import (
     ExpandedDistribution,
     MaskedDistribution,
 )
+from torch.distributions import biject_to, constraints, transform_to
 
 from .._backend import BACKEND
 
@@ -17,8 +18,42 @@ __all__ = [
     "WRAPPERS",
     "base_distribution",
     "broadcast_params",
+    "finite_positive",
+    "finite_real",
     "uniform_open",
 ]
+
+
+class _FiniteReal(constraints._Real):
+    """``-inf < x < inf`` (torch's ``real`` admits ``±inf``, with which a
+    distribution samples ``±inf``; NumPyro's ``real`` refuses them)."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(value)
+
+    def __repr__(self) -> str:
+        return "FiniteReal()"
+
+
+class _FinitePositive(constraints._GreaterThan):
+    """``0 < x < inf``: a scale that can mean something. Unconstrained by ``exp``,
+    like ``positive``."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value > 0) & torch.isfinite(value)
+
+    def __repr__(self) -> str:
+        return "FinitePositive()"
+
+
+finite_real = _FiniteReal()
+finite_positive = _FinitePositive()
+for _registry in (biject_to, transform_to):
+    _registry.register(_FiniteReal, _registry._registry[constraints._Real])
+    _registry.register(_FinitePositive, _registry._registry[constraints._GreaterThan])
 
 #: the wrappers ``to_event``, ``expand`` and ``mask`` put around a distribution: a
 #: site's prior is what they wrap (a transformed distribution is not its base)

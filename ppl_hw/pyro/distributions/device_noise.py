@@ -9,7 +9,13 @@ from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import Normal, register_kl
 
 from ...core.gaussian import kl_location_scale_normal
-from ._base import BACKEND, broadcast_params, uniform_open
+from ._base import (
+    BACKEND,
+    broadcast_params,
+    finite_positive,
+    finite_real,
+    uniform_open,
+)
 from .empirical_noise import EmpiricalNoise
 
 __all__ = ["DeviceNoise"]
@@ -36,11 +42,11 @@ class DeviceNoise(TorchDistribution):
     family of Patel et al. (2025): train means and variances, keep the device's shape.
 
     :param loc: location μ (the weight mean).
-    :param scale: scale σ > 0 (the weight standard deviation).
+    :param scale: scale σ > 0, finite (the weight standard deviation).
     :param noise: the noise shape, an ``EmpiricalNoise``.
     """
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints = {"loc": finite_real, "scale": finite_positive}
     support = constraints.real
     has_rsample = True
 

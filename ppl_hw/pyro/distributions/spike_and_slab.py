@@ -8,8 +8,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from ...core import spike_slab as ss
-from ...core.checks import describe_invalid
-from ._base import BACKEND, broadcast_params, uniform_open
+from ._base import BACKEND, broadcast_params, finite_positive, uniform_open
 
 __all__ = ["SpikeAndSlab"]
 
@@ -46,12 +45,12 @@ class SpikeAndSlab(TorchDistribution):
         p^*(w) = \frac{\pi\,\mathcal N(w; 0, \sigma_1^2)}{p(w)},
 
     element-wise, with slab weight :math:`\pi` = ``prob``, spike scale
-    :math:`\sigma_0` < slab scale :math:`\sigma_1` (Ke & Fan 2022). ``log_prob`` is a
-    log-sum-exp; :meth:`inclusion_prob` is the posterior slab probability
-    :math:`p^*`; ``cdf`` is the mixture of normal cdfs and ``icdf`` a bracketed Newton
-    solve with an implicit derivative, so ``rsample`` (inverse transform) is
-    reparameterised in all three parameters. Grouping of weights belongs to the EM
-    that uses this prior, not to the prior.
+    :math:`\sigma_0` (< slab scale :math:`\sigma_1` by convention; Ke & Fan 2022).
+    ``log_prob`` is a log-sum-exp; :meth:`inclusion_prob` is the posterior slab
+    probability :math:`p^*`; ``cdf`` is the mixture of normal cdfs and ``icdf`` a
+    bracketed Newton solve with an implicit derivative, so ``rsample`` (inverse
+    transform) is reparameterised in all three parameters.
+    Grouping of weights belongs to the EM that uses this prior, not to the prior.
 
     As a prior for network weights, start inference away from zero (e.g. autoguides
     with ``init_loc_fn=init_to_uniform``): started at ``w = 0``, every weight sits in
@@ -59,14 +58,17 @@ class SpikeAndSlab(TorchDistribution):
     ``init_to_feasible`` ends at 10 % accuracy, ``init_to_uniform`` at 96 %).
 
     :param prob: slab weight π in [0, 1].
-    :param spike_scale: σ0 > 0, the spike's standard deviation.
-    :param slab_scale: σ1 > σ0, the slab's standard deviation.
+    :param spike_scale: σ0 > 0 (finite), the spike's standard deviation.
+    :param slab_scale: σ1 > 0 (finite), the slab's standard deviation; by convention
+        σ1 > σ0, but the mixture is defined for any two positive scales, and
+        :meth:`inclusion_prob` is always the probability of the ``slab_scale``
+        component (``arg_constraints`` are the whole truth about valid values).
     """
 
     arg_constraints = {
         "prob": constraints.unit_interval,
-        "spike_scale": constraints.positive,
-        "slab_scale": constraints.positive,
+        "spike_scale": finite_positive,
+        "slab_scale": finite_positive,
     }
     support = constraints.real
     has_rsample = True
@@ -83,14 +85,6 @@ class SpikeAndSlab(TorchDistribution):
             prob, spike_scale, slab_scale
         )
         super().__init__(self.prob.shape, torch.Size(), validate_args=validate_args)
-        if self._validate_args:
-            ok = self.spike_scale < self.slab_scale
-            if not bool(ok.all()):
-                raise ValueError(
-                    "SpikeAndSlab: spike_scale must be below slab_scale, got "
-                    f"spike_scale {describe_invalid(self.spike_scale.detach(), ok)} "
-                    f"with slab_scale {describe_invalid(self.slab_scale.detach(), ok)}"
-                )
 
     def _params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.prob, self.spike_scale, self.slab_scale
