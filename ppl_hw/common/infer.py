@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.checks import check_int, check_number
 from ..core.coding import Blocks, make_blocks
 from . import autoguide as gc
 
@@ -28,16 +29,14 @@ class MeanVarSettings:
         seed: Any,
     ):
         self.budget = gc.budget_nats(kl_budget_bits, kl_budget_nats)
-        if not (isinstance(bits_per_block, int | float) and bits_per_block > 0):
-            raise ValueError(f"bits_per_block must be > 0, got {bits_per_block!r}")
-        if not (isinstance(epsilon, int | float) and epsilon > 0):
-            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
-        if not (isinstance(beta_init, int | float) and beta_init > 0):
-            raise ValueError(f"beta_init must be > 0, got {beta_init!r}")
-        self.bits_per_block = float(bits_per_block)
-        self.epsilon = float(epsilon)
-        self.beta_init = float(beta_init)
-        self.seed = int(seed)
+        self.bits_per_block = check_number(
+            "bits_per_block", bits_per_block, low=0, open_low=True
+        )
+        # epsilon: the penalties grow by (1 + epsilon) per step; above 1 they double
+        # every step, which no schedule means (MIRACLE uses 1e-4)
+        self.epsilon = check_number("epsilon", epsilon, low=0, open_low=True, high=1)
+        self.beta_init = check_number("beta_init", beta_init, low=0, open_low=True)
+        self.seed = check_int("seed", seed, low=0)
 
     def blocks(self, sizes: list[int]) -> Blocks:
         total_bits = self.budget / math.log(2.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..core.checks import check_int, check_number
+
 __all__ = [
     "ACTIVATIONS",
     "BINARY_MLP_DOC",
@@ -67,19 +69,25 @@ def check_mlp_args(
         raise ValueError(
             f"x must be a 2-D array (N, D), got shape {getattr(x, 'shape', None)}"
         )
-    if any(int(h) < 1 for h in hidden):
-        raise ValueError(f"hidden widths must be >= 1, got {tuple(hidden)}")
-    if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if not float(prior_scale) > 0:
-        raise ValueError(f"prior_scale must be > 0, got {prior_scale}")
+    try:
+        widths = list(hidden)
+    except TypeError:
+        raise TypeError(
+            f"hidden must be a sequence of ints (the hidden widths), got {hidden!r}"
+        ) from None
+    for i, h in enumerate(widths):
+        check_int(f"hidden[{i}]", h, low=1)
+    check_int("num_classes", num_classes, low=2)
+    if getattr(prior_scale, "shape", None) == ():  # a 0-d NumPy/JAX/torch array
+        prior_scale = float(prior_scale)
+    check_number("prior_scale", prior_scale, low=0, open_low=True)
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
         )
-    if batch_size is not None and not 1 <= int(batch_size) <= x.shape[0]:
+    check_int("batch_size", batch_size, allow_none=True)
+    if batch_size is not None and not 1 <= batch_size <= x.shape[0]:
         raise ValueError(f"batch_size must be in [1, N={x.shape[0]}], got {batch_size}")
-
 
 BINARY_MLP_DOC = r"""Binary Bayesian MLP for classification: sign weights, sign
     activations and a per-output-channel scale in every layer (the network of scale

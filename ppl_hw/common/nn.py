@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.checks import check_number
 from .autoguide import check_dropout_p
 
 __all__ = [
@@ -121,8 +122,15 @@ def batch_norm(x: Any, gamma: Any, beta: Any, eps: float, xp: Any) -> Any:
     ``n - 1``, as the PFP rule); on Moments the activations' variance counts."""
     from ..core import pfp
 
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    eps = check_number("eps", eps, low=0)
+    n = (x.mean if is_moments(x) else x).shape[0]
+    if n < 2:
+        raise ValueError(
+            f"batch_norm normalises with the batch's own statistics and needs a batch "
+            f"of at least 2 inputs (variance with n - 1), got x of shape "
+            f"{tuple((x.mean if is_moments(x) else x).shape)}; at test time of one "
+            "input, normalise with stored statistics instead"
+        )
     out = pfp.batch_norm_moments(as_moments(x, xp), gamma, beta, eps=eps, xp=xp)
     return out if is_moments(x) else out.mean
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core import discrete as dc
 from ..core.backend import NUMPY
-from ..core.checks import check_choice, check_number
+from ..core.checks import check_choice, check_int, check_number
 
 __all__ = [
     "OUTPUTS",
@@ -39,10 +39,14 @@ class DiscreteSite:
         return np.asarray(self.values, np.float32)
 
 
-def check_elbo_args(kl_weight: Any, output: Any) -> tuple[float, str]:
-    """``PFP_ELBO``'s ``kl_weight`` (>= 0) and ``output`` (one of the outputs)."""
+def check_elbo_args(
+    num_particles: Any, kl_weight: Any, output: Any
+) -> tuple[int, float, str]:
+    """``PFP_ELBO``'s ``num_particles`` (an int >= 1), ``kl_weight`` (>= 0) and
+    ``output`` (one of the outputs)."""
+    n = check_int("num_particles", num_particles, low=1)
     kl = check_number("kl_weight", kl_weight, low=0.0)
-    return kl, check_choice("output", output, OUTPUTS)
+    return n, kl, check_choice("output", output, OUTPUTS)
 
 
 class DiscreteGuideMixin:

@@ -69,10 +69,10 @@ class MeanVarAnnealing:
     :param optim: a NumPyro optimizer.
     :param kl_budget_bits: total KL budget in bits (or ``kl_budget_nats``).
     :param kl_budget_nats: total KL budget in nats.
-    :param bits_per_block: KL budget per block (bits).
-    :param epsilon: the annealing rate.
-    :param beta_init: initial penalty of every block.
-    :param seed: seed of the block permutation.
+    :param bits_per_block: KL budget per block (bits, > 0).
+    :param epsilon: the annealing rate, in (0, 1].
+    :param beta_init: initial penalty of every block (> 0).
+    :param seed: seed of the block permutation (an int >= 0).
     """
 
     def __init__(

@@ -215,7 +215,9 @@ class PFP_ELBO(ELBO):
     def __init__(
         self, num_particles: int = 1, *, kl_weight: float = 1.0, output: str = "sample"
     ):
-        self.kl_weight, self.output = gc.check_elbo_args(kl_weight, output)
+        num_particles, self.kl_weight, self.output = gc.check_elbo_args(
+            num_particles, kl_weight, output
+        )
         super().__init__(num_particles=num_particles)
 
     def differentiable_loss(
