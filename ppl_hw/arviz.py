@@ -44,6 +44,13 @@ def from_guide(
         or num_samples < 1
     ):
         raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    if not callable(guide):
+        raise TypeError(
+            f"guide must be a trained guide (a callable such as an autoguide), got "
+            f"{guide!r}"
+        )
+    if not callable(model):
+        raise TypeError(f"model must be a callable model, got {model!r}")
     groups = _GROUPS.lookup(guide)
     if groups is None:
         # a guide written as a plain function: NumPyro's calling convention passes

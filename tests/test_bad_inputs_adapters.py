@@ -247,3 +247,49 @@ def test_batch_norm_of_two_inputs_is_the_formula(backend):
     expected = (x - mean) / np.sqrt(var + 1e-5)
     out = np.asarray(b.nn.batch_norm(b.array(x)))
     np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def _numpyro_guide_and_params():
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.optim import Adam
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("n", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = jnp.array([0.5, 1.0, 1.5])
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, Adam(0.05), Trace_ELBO())
+    params = svi.run(jax.random.PRNGKey(0), 20, y, progress_bar=False).params
+    return model, guide, params, y
+
+
+def test_from_guide_refuses_params_that_are_not_the_guides():
+    """NumPyro: empty or misspelt params would silently give the untrained guide."""
+    from ppl_hw.arviz import from_guide
+
+    model, guide, params, y = _numpyro_guide_and_params()
+    with pytest.raises(ValueError, match=r"missing \['mu_auto_loc', 'mu_auto_scale'\]"):
+        from_guide(model, guide, {}, y, num_samples=2)
+    typo = {**params, "mu_auto_lco": params["mu_auto_loc"]}
+    del typo["mu_auto_loc"]
+    with pytest.raises(
+        ValueError, match=r"missing \['mu_auto_loc'\]; unknown \['mu_auto_lco'\]"
+    ):
+        from_guide(model, guide, typo, y, num_samples=2)
+    idata = from_guide(model, guide, params, y, num_samples=3)  # the right ones pass
+    assert idata.posterior["mu"].shape == (1, 3)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_from_guide_refuses_a_guide_that_is_not_callable(backend):
+    from ppl_hw.arviz import from_guide
+
+    b = BACKENDS[backend]()
+    with pytest.raises(TypeError, match="guide must be a trained guide.*got None"):
+        from_guide(lambda y: None, None, {}, b.array(np.zeros(2)))

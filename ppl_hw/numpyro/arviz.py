@@ -49,6 +49,24 @@ def _groups(
         for n, s in trace.items()
         if s["type"] == "sample" and s["is_observed"]
     }
+    # every parameter the guide (and the model) declares must be among the trained
+    # ones: a missing or misspelt name would silently take its initial value
+    guide_trace = handlers.trace(
+        handlers.seed(handlers.substitute(guide, data=params), 0)
+    ).get_trace(*args, **kwargs)
+    declared = {n for n, s in guide_trace.items() if s["type"] == "param"}
+    declared |= {n for n, s in trace.items() if s["type"] == "param"}
+    missing = sorted(n for n in declared if n not in params)
+    unknown = sorted(n for n in params if n not in declared)
+    if missing or unknown:
+        raise ValueError(
+            "params must be the trained parameters of this guide "
+            "(svi_result.params or svi.get_params(state)): "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"unknown {unknown}" if unknown else "")
+            + f" (the guide declares {sorted(declared)})"
+        )
     post = Predictive(guide, params=params, num_samples=num_samples)(
         k_post, *args, **kwargs
     )
