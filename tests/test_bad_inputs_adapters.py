@@ -71,6 +71,10 @@ def _mv(b, **kw):
     )
 
 
+def _noop():
+    return None
+
+
 def _mlp(b, **kw):
     return b.trace(b.models.mlp_classifier, b.array(X), **kw)
 
@@ -164,6 +168,43 @@ CASES = [
         lambda b: _mv(b, beta_init="1e-8"),
         TypeError,
         ["beta_init", "'1e-8'"],
+    ),
+    # SGHMC
+    (
+        "sghmc step_size inf",
+        lambda b: b.infer.SGHMC(_noop, step_size=math.inf),
+        ValueError,
+        ["step_size", "inf"],
+    ),
+    (
+        "sghmc temperature inf",
+        lambda b: b.infer.SGHMC(_noop, step_size=0.1, temperature=math.inf),
+        ValueError,
+        ["temperature", "inf"],
+    ),
+    (
+        "sghmc rmsprop_beta 1.5",
+        lambda b: b.infer.SGHMC(_noop, step_size=0.1, rmsprop_beta=1.5),
+        ValueError,
+        ["rmsprop_beta", "1.5"],
+    ),
+    (
+        "sghmc rmsprop_beta 1",
+        lambda b: b.infer.SGHMC(_noop, step_size=0.1, rmsprop_beta=1.0),
+        ValueError,
+        ["rmsprop_beta", "1.0"],
+    ),
+    (
+        "ke_fan num_data float",
+        lambda b: b.infer.SGHMC.ke_fan(_noop, num_data=2.7),
+        TypeError,
+        ["num_data", "2.7"],
+    ),
+    (
+        "ke_fan beta2 0",
+        lambda b: b.infer.SGHMC.ke_fan(_noop, num_data=100, beta2=0),
+        ValueError,
+        ["beta2", "0"],
     ),
     # ready-made models
     (

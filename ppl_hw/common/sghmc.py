@@ -146,7 +146,10 @@ def configure(
     )
     kernel.preconditioner, kernel.em = preconditioner, em
     kernel.init_strategy = init_strategy
-    kernel.rmsprop_beta = check_positive("rmsprop_beta", rmsprop_beta)
+    # V <- beta V + (1 - beta) g^2: an average only for beta in [0, 1)
+    kernel.rmsprop_beta = check_number(
+        "rmsprop_beta", rmsprop_beta, low=0.0, high=1.0, open_high=True, interval=True
+    )
     kernel.rmsprop_delta = check_positive("rmsprop_delta", rmsprop_delta)
     kernel.ke_fan_eta = check_positive("ke_fan_eta", ke_fan_eta)
     kernel._ke_fan_params = None

@@ -95,7 +95,7 @@ class SGHMC(MCMCKernel):
         paper's :math:`\tau`; see :meth:`ke_fan`).
     :param em: a :class:`SpikeSlabEM`, or ``None``.
     :param init_strategy: a NumPyro init strategy.
-    :param rmsprop_beta: pSGLD's averaging rate.
+    :param rmsprop_beta: pSGLD's averaging rate, in [0, 1).
     :param rmsprop_delta: pSGLD's damping.
     :param ke_fan_eta: the step of Ke & Fan's dual update.
     :param mesh: a ``jax.sharding.Mesh`` (e.g. ``jax.make_mesh((2,), ("data",),
