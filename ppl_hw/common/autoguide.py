@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..core.checks import check_choice, check_int, check_number
+from ..core.meankl import MAX_BITS_PER_WEIGHT
 from .coding import check_bits_per_block, not_run_yet
 
 __all__ = [
@@ -237,6 +238,14 @@ def meankl_init(
     the initial means (``|mu0 - nu| >= rho sqrt(2 kappa)`` for some weight).
     """
     d = sum(int(np.size(v)) for v in locs.values())
+    if budget / d > MAX_BITS_PER_WEIGHT * _LN2:
+        raise ValueError(
+            f"the KL budget of {budget / _LN2:.6g} bits ({budget:.6g} nats) is "
+            f"{budget / _LN2 / d:.6g} bits per weight for the guide's {d} weights; "
+            f"a Mean-KL guide holds at most {MAX_BITS_PER_WEIGHT:g} bits per weight "
+            "(a float32 weight carries 32 bits, and the posterior scale would "
+            "underflow); lower kl_budget_bits / kl_budget_nats"
+        )
     kappa0: dict[str, np.ndarray] = {}
     for name, mu0 in locs.items():
         nu, rho = priors[name]

@@ -40,6 +40,8 @@ from .backend import Special
 
 __all__ = [
     "LOG_RATIO_ITERATIONS",
+    "MAX_BITS_PER_WEIGHT",
+    "SIGMA_FLOOR",
     "block_log_kappa",
     "lambertw0",
     "log_kappa",
@@ -53,6 +55,22 @@ LOG_RATIO_ITERATIONS = 6
 """Newton steps of :func:`log_ratio` (quadratic convergence from a start accurate
 to ~1e-3 relative: machine precision after 3–4)."""
 
+SIGMA_FLOOR = 1e-18
+r"""The floor of the posterior scale :math:`\sigma` and of :math:`\sigma/\rho`: their
+squares stay normal float32 numbers (above 1.2e-38, with a factor 80 to spare), so
+log-densities and the hosts' closed-form KLs (which square :math:`\sigma/\rho`) stay
+finite. A weight whose KL share would need less (:math:`\kappa \gtrsim 41` nats,
+59 bits, for :math:`\rho \ge 1`; :math:`41 + \log\rho` nats below) gets the floor,
+and its KL is then below its share.
+"""
+
+MAX_BITS_PER_WEIGHT = 48.0
+r"""The largest KL budget per weight (bits, on average) a Mean-KL guide accepts: at
+48 bits an equal share keeps :math:`\sigma \ge` :data:`SIGMA_FLOOR` for every prior
+scale :math:`\rho \ge 10^{-3}`. (A float32 weight holds 32 bits: more carries no
+information.)"""
+
+_LOG_SIGMA_FLOOR = math.log(SIGMA_FLOOR)
 _SQRT2 = math.sqrt(2.0)
 _INV_E = math.exp(-1.0)
 
@@ -134,6 +152,11 @@ def meankl_loc_scale(
     root2k = _SQRT2 * xp.exp(0.5 * log_kappa)  # sqrt(2 kappa), finite gradient
     s = root2k * sech(m, xp=xp)
     t = log_ratio_fn(s)
+    # sigma >= SIGMA_FLOOR and sigma / rho >= SIGMA_FLOOR: t = 2 log(sigma / rho) >=
+    # 2 (log SIGMA_FLOOR - min(log rho, 0)). Only a KL share above ~41 nats reaches
+    # it; below, the KL is exactly the share.
+    rho = prior_scale + xp.zeros_like(t)  # an array even for a scalar rho
+    t = xp.maximum(t, 2.0 * (_LOG_SIGMA_FLOOR - xp.log(rho) * (rho < 1.0)))
     loc = prior_loc + prior_scale * root2k * xp.tanh(m)
     scale = prior_scale * xp.exp(0.5 * t)
     return loc, scale
