@@ -16,16 +16,28 @@ A cell's numbers are a function of the posterior, ``rng_seed``, its chip seed an
 read time alone: not of the other chips or times, nor of the order the cells are
 evaluated in, so one cell is recomputed by a sweep of that one cell
 (``times=[t], chips=1, seed=chip_seed``, the same ``rng_seed``).
+
+**In parallel.** The cells, in their canonical order (:func:`sweep_cells`: the
+off-chip row, then each time's chips), are therefore split freely:
+``shard=(index, count)`` evaluates one contiguous block of them
+(:func:`shard_slice`) and :meth:`DeploymentSweep.concat` merges complete sets of
+shards back into the canonical order; ``executor=`` fans the cells out to any
+:class:`concurrent.futures.Executor` (:func:`fan_out`), the adapter's job (the model,
+the inputs and the posterior samples drawn once in the calling process) pickled
+once. The table is the same whatever the workers and shards (but for ``seconds``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import pickle
 import struct
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,17 +52,25 @@ __all__ = [
     "SWEEP_OPTIONS",
     "TASKS",
     "DeploymentSweep",
+    "SweepJob",
     "SweepSpec",
     "check_data",
+    "check_executor",
+    "check_picklable",
+    "check_shard",
     "check_site_shape",
     "check_sweep",
+    "chip_model",
     "chip_models",
     "chunks",
+    "fan_out",
     "format_seconds",
     "missing_site_error",
     "read_seed",
     "run_sweep",
     "sample_seed",
+    "shard_slice",
+    "sweep_cells",
 ]
 
 TASKS = ("classification", "regression")
@@ -198,12 +218,18 @@ def chip_models(
     ...)`` with the host's ``crossbar`` (built before any work: the handler checks
     its arguments)."""
     return {
-        (t, cs): crossbar(
-            model, device=spec.device, sites=sites, t_inference=t, seed=cs
-        )
+        (t, cs): chip_model(crossbar, model, spec, sites, t, cs)
         for t in spec.times
         for cs in spec.chip_seeds
     }
+
+
+def chip_model(
+    crossbar: Callable, model: Any, spec: SweepSpec, sites: Any, t: float, seed: int
+) -> Any:
+    """The model on the chip ``seed`` read at ``t``: ``crossbar(model, ...)`` with
+    the host's ``crossbar``."""
+    return crossbar(model, device=spec.device, sites=sites, t_inference=t, seed=seed)
 
 
 def check_data(x: Any, y: Any, task: str) -> np.ndarray:
@@ -346,48 +372,262 @@ def _score(prediction: np.ndarray, y: np.ndarray, task: str, site: str) -> dict:
     return {"rmse": metrics.rmse(mean, y), "nll": metrics.gaussian_nll(mean, var, y)}
 
 
-def run_sweep(
-    spec: SweepSpec,
-    y: np.ndarray,
-    evaluate: Callable[[float | None, int | None, int], Iterable[Any]],
-) -> DeploymentSweep:
-    """Evaluate and score every cell: the off-chip row (``include_clean``), then each
-    time and chip. ``evaluate(t, chip_seed, read_seed)`` runs the model (on the chip
-    ``chip_seed`` read at ``t``; off-chip for ``None``) over the chunks of
-    :func:`chunks` and yields each chunk's site samples ``(S, n, ...)`` as NumPy
-    arrays."""
-    cells: list[tuple[float | None, int | None, int | None]] = []
-    if spec.include_clean:
-        cells.append((None, None, None))
+Cell = tuple[float | None, int | None, int | None]
+"""A cell of a sweep: ``(t, chip, chip_seed)``; ``(None, None, None)`` off-chip."""
+
+
+class SweepJob(Protocol):
+    """What an adapter hands :func:`run_sweep`: the validated arguments, the targets
+    and the evaluation of a cell. With ``executor=`` it is pickled (once) and run in
+    the workers, inside :meth:`session`."""
+
+    spec: SweepSpec
+    y: np.ndarray
+
+    def evaluate(
+        self, t: float | None, chip_seed: int | None, read_seed: int
+    ) -> Iterable[Any]:
+        """Run the model (on the chip ``chip_seed`` read at ``t``; off-chip for
+        ``None``) over the chunks of :func:`chunks`; yield each chunk's site samples
+        ``(S, n, ...)`` as NumPy arrays."""
+        ...
+
+    def session(self) -> Any:
+        """A context manager around a worker's cells: the host's global state the
+        cells need (and its restoration)."""
+        ...
+
+
+def sweep_cells(spec: SweepSpec) -> list[Cell]:
+    """The cells of a sweep in their canonical order (the table's): the off-chip row
+    (``include_clean``), then each time's chips."""
+    cells: list[Cell] = [(None, None, None)] if spec.include_clean else []
     for t in spec.times:
         cells.extend((t, i, cs) for i, cs in enumerate(spec.chip_seeds))
-    n = y.shape[0]
-    sizes = [sl.stop - sl.start for sl in chunks(n, spec.batch_size)]
-    rows, predictions = [], []
-    for t, chip, chip_seed in cells:
-        start = time.perf_counter()
-        rs = read_seed(spec.rng_seed, chip_seed, t)
-        parts = [
-            _reduce(c, spec.task, spec.site, size, spec.num_samples)
-            for c, size in zip(evaluate(t, chip_seed, rs), sizes, strict=True)
-        ]
-        axis = 0 if spec.task == "classification" else 1
-        prediction = np.concatenate(parts, axis=axis)
-        scores = _score(prediction, y, spec.task, spec.site)
-        rows.append(
-            {
-                "label": spec.label,
-                "device": None if t is None else spec.device.name,
-                "t": t,
-                "chip": chip,
-                "chip_seed": chip_seed,
-                "read_seed": rs,
-                **scores,
-                "seconds": time.perf_counter() - start,
-            }
+    return cells
+
+
+def check_shard(shard: Any, n_cells: int) -> tuple[int, int] | None:
+    """``None`` or ``(index, count)``: ``0 <= index < count <= n_cells`` (the
+    sweep's cells, so that no shard is empty)."""
+    if shard is None:
+        return None
+    if (
+        not isinstance(shard, tuple | list)
+        or len(shard) != 2
+        or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+            for v in shard
         )
-        predictions.append(prediction if spec.keep_predictions else None)
-    return DeploymentSweep(rows, predictions, [spec.settings()])
+    ):
+        raise TypeError(
+            f"shard must be None or a pair of ints (index, count), got {shard!r}"
+        )
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(
+            f"shard must be (index, count) with 0 <= index < count, got {shard!r}"
+        )
+    if count > n_cells:
+        raise ValueError(
+            f"shard count must be at most the sweep's {n_cells} cells (no shard "
+            f"empty), got shard={shard!r}"
+        )
+    return index, count
+
+
+def shard_slice(n_cells: int, index: int, count: int) -> slice:
+    """The cells of shard ``index`` of ``count``: a contiguous block of the
+    canonical order, ``n_cells * index // count`` up to ``n_cells * (index + 1) //
+    count`` (sizes differ by at most one)."""
+    return slice(n_cells * index // count, n_cells * (index + 1) // count)
+
+
+def check_executor(executor: Any) -> concurrent.futures.Executor | None:
+    """``None`` or a :class:`concurrent.futures.Executor` of processes (any object
+    with ``submit(fn, *args)`` returning a future). Refused: a
+    thread pool (the cells run under the host's handlers, kept on a process-global
+    stack, and Pyro's global random state) and a process pool that forks (measured:
+    a forked child of a process that has run JAX or torch hangs)."""
+    if executor is None:
+        return None
+    if not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "executor must be None or a concurrent.futures.Executor (an object with "
+            "a submit method: ProcessPoolExecutor(mp_context=multiprocessing."
+            "get_context('spawn')), dask's Client.get_executor(), Ray's), got "
+            f"{executor!r}"
+        )
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        raise ValueError(
+            "executor must run the cells in processes, got a ThreadPoolExecutor: "
+            "the cells run under the host's effect handlers, kept on a "
+            "process-global stack (and Pyro's global random state), which threads "
+            "would interleave"
+        )
+    context = getattr(executor, "_mp_context", None)
+    if (
+        isinstance(executor, concurrent.futures.ProcessPoolExecutor)
+        and context is not None
+        and context.get_start_method() == "fork"
+    ):
+        raise ValueError(
+            "executor is a ProcessPoolExecutor that forks (start method 'fork', "
+            "Linux's default before Python 3.14): a forked child of a process that "
+            "has run JAX or torch hangs (their thread pools do not survive fork); "
+            "create it with mp_context=multiprocessing.get_context('spawn') (or "
+            "'forkserver')"
+        )
+    return executor
+
+
+def _dumps(obj: Any) -> bytes:
+    """``obj`` pickled with cloudpickle when installed (functions of ``__main__``
+    and closures by value), else with :mod:`pickle`; a TypeError saying so if it
+    cannot be."""
+    try:
+        import cloudpickle
+
+        dumps, how = cloudpickle.dumps, "cloudpickle"
+    except ImportError:  # pragma: no cover - cloudpickle is usually installed
+        dumps, how = pickle.dumps, "pickle (cloudpickle is not installed)"
+    try:
+        return dumps(obj)
+    except Exception as err:
+        raise TypeError(
+            "executor= sends the model (with sites, the inputs and the posterior "
+            f"samples) to the workers, so it must be picklable; {how} failed: "
+            f"{type(err).__name__}: {err}. Define the model and what it refers to "
+            "at module level (with functools.partial for other arguments), keep "
+            "locks, files and other unpicklable objects out of it, or run the "
+            "sweep in shards (shard=) instead"
+        ) from err
+
+
+def check_picklable(**parts: Any) -> None:
+    """Before any work: what :func:`fan_out` will send can be pickled (see
+    :func:`_dumps`)."""
+    _dumps(parts)
+
+
+_JOBS: dict[str, Any] = {}
+"""A worker's last job, by its token: unpickled once per worker, not per cell."""
+
+
+def _run_cells(payload: bytes, token: str, cells: list[Cell]) -> list[tuple]:
+    """In a worker: the job's rows and predictions of ``cells``."""
+    job = _JOBS.get(token)
+    if job is None:
+        _JOBS.clear()
+        try:
+            job = pickle.loads(payload)
+        except Exception as err:
+            raise TypeError(
+                "a worker could not unpickle the sweep's model "
+                f"({type(err).__name__}: {err}): the workers need the same "
+                "packages, and the modules the model is defined in importable (or "
+                "the model pickled by value: cloudpickle does so for __main__)"
+            ) from err
+        _JOBS[token] = job
+    with job.session():
+        return [_score_cell(job, cell) for cell in cells]
+
+
+def fan_out(
+    executor: concurrent.futures.Executor, job: SweepJob, cells: Sequence[Cell]
+) -> list[tuple[dict, np.ndarray | None]]:
+    """The rows and predictions of ``cells`` (in their order), one task per cell on
+    ``executor``; ``job`` is pickled once, and unpickled once per worker."""
+    payload, token = _dumps(job), uuid.uuid4().hex
+    futures = [executor.submit(_run_cells, payload, token, [c]) for c in cells]
+    try:
+        return [out for f in futures for out in f.result()]
+    finally:  # after an error: the cells not started yet are dropped
+        for f in futures:
+            if callable(getattr(f, "cancel", None)):
+                f.cancel()
+
+
+def _score_cell(job: SweepJob, cell: Cell) -> tuple[dict, np.ndarray | None]:
+    """One cell's row and predictive."""
+    spec, y = job.spec, job.y
+    t, chip, chip_seed = cell
+    sizes = [sl.stop - sl.start for sl in chunks(y.shape[0], spec.batch_size)]
+    start = time.perf_counter()
+    rs = read_seed(spec.rng_seed, chip_seed, t)
+    parts = [
+        _reduce(c, spec.task, spec.site, size, spec.num_samples)
+        for c, size in zip(job.evaluate(t, chip_seed, rs), sizes, strict=True)
+    ]
+    axis = 0 if spec.task == "classification" else 1
+    prediction = np.concatenate(parts, axis=axis)
+    scores = _score(prediction, y, spec.task, spec.site)
+    row = {
+        "label": spec.label,
+        "device": None if t is None else spec.device.name,
+        "t": t,
+        "chip": chip,
+        "chip_seed": chip_seed,
+        "read_seed": rs,
+        **scores,
+        "seconds": time.perf_counter() - start,
+    }
+    return row, prediction if spec.keep_predictions else None
+
+
+def run_sweep(
+    job: SweepJob,
+    *,
+    executor: concurrent.futures.Executor | None = None,
+    shard: tuple[int, int] | None = None,
+) -> DeploymentSweep:
+    """Evaluate and score the sweep's cells (:func:`sweep_cells`; with ``shard``,
+    its block of them): here, one after the other, or on ``executor``
+    (:func:`fan_out`). ``executor`` and ``shard`` are checked by
+    :func:`check_executor` and :func:`check_shard`."""
+    cells = sweep_cells(job.spec)
+    if shard is not None:
+        cells = cells[shard_slice(len(cells), *shard)]
+    if executor is None:
+        results = [_score_cell(job, c) for c in cells]
+    else:
+        results = fan_out(executor, job, cells)
+    settings = job.spec.settings()
+    if shard is not None:
+        settings["shard"] = list(shard)
+    return DeploymentSweep([r for r, _ in results], [p for _, p in results], [settings])
+
+
+def _merge_shards(sweeps: list[DeploymentSweep]) -> list[DeploymentSweep]:
+    """Each complete set of shards of one sweep (settings equal but for ``shard``,
+    indices ``0 .. count - 1`` once each) as one sweep in the canonical order, in
+    the place of its first shard; everything else as it is."""
+    groups: list[tuple[dict, list[int]]] = []  # (settings without shard, positions)
+    for i, s in enumerate(sweeps):
+        if len(s.settings) == 1 and s.settings[0].get("shard") is not None:
+            base = {k: v for k, v in s.settings[0].items() if k != "shard"}
+            for b, members in groups:
+                if b == base:
+                    members.append(i)
+                    break
+            else:
+                groups.append((base, [i]))
+    out: list[DeploymentSweep | None] = list(sweeps)
+    for base, members in groups:
+        shards = [tuple(sweeps[i].settings[0]["shard"]) for i in members]
+        count = shards[0][1]
+        if sorted(shards) != [(k, count) for k in range(count)]:
+            continue  # not a complete set: left as they are
+        order = [m for _, m in sorted(zip(shards, members, strict=True))]
+        merged = DeploymentSweep(
+            [r for m in order for r in sweeps[m].rows],
+            [p for m in order for p in sweeps[m].predictions],
+            [base],
+        )
+        out[members[0]] = merged
+        for m in members[1:]:
+            out[m] = None
+    return [s for s in out if s is not None]
 
 
 _UNITS = (
@@ -478,13 +718,19 @@ class DeploymentSweep:
     @classmethod
     def concat(cls, sweeps: Iterable[DeploymentSweep]) -> DeploymentSweep:
         """One table of several sweeps (e.g. one per method), rows in order; their
-        metrics must be the same (one task)."""
+        metrics must be the same (one task). The shards of a sweep
+        (``deployment_sweep(..., shard=(index, count))``, settings equal but for
+        ``shard``) are merged, wherever all ``count`` of them are given and in
+        whatever order, into the sweep's canonical order at the place of the first:
+        the table, predictions and settings of the sweep run in one piece (but for
+        ``seconds``)."""
         sweeps = list(sweeps)
         for s in sweeps:
             if not isinstance(s, DeploymentSweep):
                 raise TypeError(
                     f"concat takes DeploymentSweep objects, got {type(s).__name__}"
                 )
+        sweeps = _merge_shards(sweeps)
         return cls(
             [r for s in sweeps for r in s.rows],
             [p for s in sweeps for p in s.predictions],
@@ -663,6 +909,26 @@ DEPLOYMENT_SWEEP_DOC = r"""Evaluate a trained posterior on ``chips`` simulated c
     ``deployment_sweep(..., times=[t], chips=1, seed=chip_seed)`` with the same
     ``rng_seed`` (and ``num_samples``, ``batch_size``) recomputes it exactly. {reads}
 
+    **In parallel.** The table is the same on any number of workers (but for the
+    ``seconds`` column): the posterior samples are drawn once, from ``rng_seed``,
+    and each cell is keyed by its chip and time, never by a worker.
+    ``executor=`` sends each cell (the off-chip row, then each time's chips) to any
+    :class:`concurrent.futures.Executor` of processes — a
+    ``ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn"))`` (a pool
+    that forks is refused: a forked child of a process that has run {host} hangs),
+    ``dask.distributed.Client(...).get_executor()``, Ray's executor — with the model,
+    ``sites``, the inputs and the posterior samples{shipped} pickled once
+    (cloudpickle when installed, else pickle; a :class:`TypeError` before any work
+    if they cannot be), and unpickled once per worker; a thread pool is refused
+    (the host's handlers live on a process-global stack), and a script that starts
+    a "spawn" pool needs the ``if __name__ == "__main__":`` guard (the workers
+    import it). ``shard=(index, count)``
+    evaluates only block ``index`` of ``count`` of the cells in their canonical
+    order, for independent processes or hosts with no executor (each draws the same
+    posterior samples); ``DeploymentSweep.concat(shards)`` merges all ``count``
+    shards, in any order, into the table of the sweep run in one piece. Both can be
+    combined (a pool per host).
+
     :param model: the model, called as ``model(x)`` (use :func:`functools.partial`
         for other arguments).
     :param guide: the trained guide.
@@ -686,6 +952,12 @@ DEPLOYMENT_SWEEP_DOC = r"""Evaluate a trained posterior on ``chips`` simulated c
         once); slice ``j`` of a cell reads {batch}.
     :param keep_predictions: keep each row's predictive in
         :attr:`DeploymentSweep.predictions`.
+    :param executor: a :class:`concurrent.futures.Executor` of processes the cells
+        are fanned out to, one task per cell (``None``: evaluated here, one after
+        the other).
+    :param shard: ``(index, count)``: evaluate only shard ``index`` (``0 <= index <
+        count``) of ``count`` contiguous blocks of the cells, ``count`` at most the
+        number of cells (``None``: all of them); recorded in ``settings``.
     :returns: a :class:`DeploymentSweep`.
 
     Arguments are checked before any work (a :class:`TypeError` or

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -50,6 +52,75 @@ def _posterior(guide: Any, params: Any, x: Any, num_samples: int, seed: int) -> 
     return jax.vmap(one)(jax.random.split(_key(seed), num_samples))
 
 
+class _Job:
+    """A sweep's cells on NumPyro (:class:`ppl_hw.common.deploy.SweepJob`): the
+    model on each chip, the inputs and the posterior samples. Pickled for
+    ``executor=`` with its arrays as NumPy arrays and without its chips (rebuilt,
+    the same, in the worker)."""
+
+    def __init__(
+        self,
+        model: Any,
+        spec: cd.SweepSpec,
+        y: np.ndarray,
+        x: Any,
+        sites: Any,
+        samples: dict,
+        chips: dict,
+    ):
+        self.model, self.spec, self.y, self.x, self.sites = model, spec, y, x, sites
+        self.samples, self.chips = samples, chips
+        self.slices = cd.chunks(x.shape[0], spec.batch_size)
+        self.x64 = bool(jax.config.jax_enable_x64)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__, chips={})
+        state["x"] = np.asarray(self.x)
+        state["samples"] = jax.tree.map(np.asarray, self.samples)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        with self.session():
+            self.x = jnp.asarray(self.x)
+            self.samples = jax.tree.map(jnp.asarray, self.samples)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """The caller's ``jax_enable_x64`` for the worker's cells."""
+        before = bool(jax.config.jax_enable_x64)
+        if before != self.x64:
+            jax.config.update("jax_enable_x64", self.x64)
+        try:
+            yield
+        finally:
+            if before != self.x64:
+                jax.config.update("jax_enable_x64", before)
+
+    def trace_once(self, m: Any) -> tuple[int, ...]:
+        """The site's shape on the first slice. Traced, not run: the site's and the
+        handler's checks (its dry run, once per handler) at the cost of a trace,
+        where an eager dry run under vmap would compile each of its operations."""
+        fn = functools.partial(_site_value, m, self.spec.site, self.x[self.slices[0]])
+        return jax.eval_shape(fn, _key(0), {}).shape
+
+    def evaluate(self, t: float | None, chip_seed: int | None, read_seed: int):
+        spec = self.spec
+        if t is None:
+            m = self.model
+        elif (t, chip_seed) in self.chips:
+            m = self.chips[t, chip_seed]
+        else:
+            m = cd.chip_model(crossbar, self.model, spec, self.sites, t, chip_seed)
+        self.trace_once(m)
+        key = _key(read_seed)
+        for j, sl in enumerate(self.slices):
+            k = key if len(self.slices) == 1 else jax.random.fold_in(key, j)
+            fn = functools.partial(_site_value, m, spec.site, self.x[sl])
+            keys = jax.random.split(k, spec.num_samples)
+            yield np.asarray(jax.vmap(fn)(keys, self.samples))
+
+
 def deployment_sweep(
     model: Any,
     guide: Any,
@@ -70,39 +141,26 @@ def deployment_sweep(
     sites: Any = None,
     batch_size: int | None = None,
     keep_predictions: bool = False,
+    executor: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> DeploymentSweep:
     # locals() here: exactly the arguments
     spec = cd.check_sweep(locals(), type(guide).__name__)
+    executor = cd.check_executor(executor)
+    shard = cd.check_shard(shard, len(cd.sweep_cells(spec)))
     targets = cd.check_data(x, y, spec.task)
+    if executor is not None:
+        cd.check_picklable(model=model, sites=sites)
     x = jnp.asarray(x)
-    slices = cd.chunks(x.shape[0], spec.batch_size)
     chips_ = cd.chip_models(crossbar, model, spec, sites)
-
-    def trace_once(m: Any) -> tuple[int, ...]:
-        # traced, not run: the site's and the handler's checks (its dry run, once
-        # per handler) at the cost of a trace, where an eager dry run under vmap
-        # would compile each of its operations
-        fn = functools.partial(_site_value, m, spec.site, x[slices[0]])
-        return jax.eval_shape(fn, _key(0), {}).shape
-
-    n = slices[0].stop
-    cd.check_site_shape(spec.site, trace_once(model), targets, n, spec.task)
-    trace_once(next(iter(chips_.values())))
-    samples = _posterior(
+    job = _Job(model, spec, targets, x, sites, {}, chips_)
+    n = job.slices[0].stop
+    cd.check_site_shape(spec.site, job.trace_once(model), targets, n, spec.task)
+    job.trace_once(next(iter(chips_.values())))
+    job.samples = _posterior(
         guide, params, x, spec.num_samples, cd.sample_seed(spec.rng_seed)
     )
-
-    def evaluate(t: float | None, chip_seed: int | None, read_seed: int):
-        m = model if t is None else chips_[t, chip_seed]
-        trace_once(m)
-        key = _key(read_seed)
-        for j, sl in enumerate(slices):
-            k = key if len(slices) == 1 else jax.random.fold_in(key, j)
-            fn = functools.partial(_site_value, m, spec.site, x[sl])
-            keys = jax.random.split(k, spec.num_samples)
-            yield np.asarray(jax.vmap(fn)(keys, samples))
-
-    return cd.run_sweep(spec, targets, evaluate)
+    return cd.run_sweep(job, executor=executor, shard=shard)
 
 
 deployment_sweep.__doc__ = cd.DEPLOYMENT_SWEEP_DOC.format(
@@ -114,6 +172,8 @@ deployment_sweep.__doc__ = cd.DEPLOYMENT_SWEEP_DOC.format(
         'impl="rbg"), num_samples)``: the ``"rbg"`` keys compile much faster '
         "under ``vmap`` than the default threefry."
     ),
+    host="JAX",
+    shipped=" (drawn here)",
     params=(
         "\n    :param params: the guide's parameters (``SVI``'s ``params``), "
         "substituted into it; ``None`` for a guide without parameters."

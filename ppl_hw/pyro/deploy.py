@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -32,6 +35,69 @@ def _posterior(guide: Any, x: Any, num_samples: int) -> dict:
     return {n: torch.stack([tr.nodes[n]["value"] for tr in draws]) for n in names}
 
 
+class _Job:
+    """A sweep's cells on Pyro (:class:`ppl_hw.common.deploy.SweepJob`): the model
+    on each chip, the inputs and the posterior samples. Pickled for ``executor=``
+    with Pyro's param store (the model's own parameters, e.g. a ``PyroModule``'s)
+    and without its chips (rebuilt, the same, in the worker)."""
+
+    def __init__(
+        self,
+        model: Any,
+        spec: cd.SweepSpec,
+        y: np.ndarray,
+        x: torch.Tensor,
+        sites: Any,
+        samples: dict,
+        site_ndim: int,
+        chips: dict,
+    ):
+        self.model, self.spec, self.y, self.x, self.sites = model, spec, y, x, sites
+        self.samples, self.site_ndim, self.chips = samples, site_ndim, chips
+        self.slices = cd.chunks(x.shape[0], spec.batch_size)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__, chips={})
+        state["params"] = pyro.get_param_store().get_state()
+        state["dtype"] = torch.get_default_dtype()
+        return state
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """In a worker: the caller's param store and default dtype, no gradients;
+        the worker's param store, dtype and random state restored afterwards."""
+        store = pyro.get_param_store()
+        saved = (store.get_state(), torch.get_default_dtype())
+        rng = pyro.util.get_rng_state()
+        try:
+            store.set_state(self.params)
+            torch.set_default_dtype(self.dtype)
+            with torch.no_grad():
+                yield
+        finally:
+            store.set_state(saved[0])
+            torch.set_default_dtype(saved[1])
+            pyro.util.set_rng_state(rng)
+
+    def evaluate(self, t: float | None, chip_seed: int | None, read_seed: int):
+        spec = self.spec
+        if t is None:
+            m = self.model
+        elif (t, chip_seed) in self.chips:
+            m = self.chips[t, chip_seed]
+        else:
+            m = cd.chip_model(crossbar, self.model, spec, self.sites, t, chip_seed)
+        pyro.set_rng_seed(read_seed)
+        predictive = Predictive(
+            m, posterior_samples=self.samples, return_sites=[spec.site]
+        )
+        for sl in self.slices:
+            value = predictive(self.x[sl])[spec.site]
+            # Predictive adds a singleton axis per plate level
+            tail = value.shape[value.dim() - self.site_ndim :]
+            yield value.reshape(spec.num_samples, *tail).cpu().numpy()
+
+
 def deployment_sweep(
     model: Any,
     guide: Any,
@@ -51,10 +117,18 @@ def deployment_sweep(
     sites: Any = None,
     batch_size: int | None = None,
     keep_predictions: bool = False,
+    executor: Any = None,
+    shard: tuple[int, int] | None = None,
 ) -> DeploymentSweep:
     # locals() here: exactly the arguments
     spec = cd.check_sweep(locals(), type(guide).__name__)
+    executor = cd.check_executor(executor)
+    shard = cd.check_shard(shard, len(cd.sweep_cells(spec)))
     targets = cd.check_data(x, y, spec.task)
+    if executor is not None:
+        cd.check_picklable(
+            model=model, sites=sites, params=pyro.get_param_store().get_state()
+        )
     x = torch.as_tensor(x)
     slices = cd.chunks(x.shape[0], spec.batch_size)
     chips_ = cd.chip_models(crossbar, model, spec, sites)
@@ -74,20 +148,8 @@ def deployment_sweep(
             cd.check_site_shape(spec.site, value.shape, targets, n, spec.task)
             pyro.set_rng_seed(cd.sample_seed(spec.rng_seed))
             samples = _posterior(guide, x, spec.num_samples)
-
-            def evaluate(t: float | None, chip_seed: int | None, read_seed: int):
-                m = model if t is None else chips_[t, chip_seed]
-                pyro.set_rng_seed(read_seed)
-                predictive = Predictive(
-                    m, posterior_samples=samples, return_sites=[spec.site]
-                )
-                for sl in slices:
-                    value = predictive(x[sl])[spec.site]
-                    # Predictive adds a singleton axis per plate level
-                    tail = value.shape[value.dim() - site_ndim :]
-                    yield value.reshape(spec.num_samples, *tail).cpu().numpy()
-
-            return cd.run_sweep(spec, targets, evaluate)
+            job = _Job(model, spec, targets, x, sites, samples, site_ndim, chips_)
+            return cd.run_sweep(job, executor=executor, shard=shard)
     finally:
         pyro.util.set_rng_state(state)
 
@@ -101,6 +163,8 @@ deployment_sweep.__doc__ = cd.DEPLOYMENT_SWEEP_DOC.format(
         "restored when the sweep returns. The guide's parameters are those in "
         "Pyro's param store."
     ),
+    host="torch",
+    shipped=" (drawn here) and Pyro's param store (for the model's own parameters)",
     params="",
     batch="on from where slice ``j - 1`` left torch's generator",
     example="""\
