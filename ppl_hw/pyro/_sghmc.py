@@ -10,6 +10,7 @@ from typing import Any
 
 import pyro
 import torch
+import torch.distributed as dist
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_uniform
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
@@ -64,6 +65,24 @@ class SGHMC(MCMCKernel):
     check runs after every step as without it. ``ignore_jit_warnings=True`` silences
     the tracer's warnings (its warning that tensors made from Python numbers, as in
     ``dist.Normal(0.0, 1.0)``, are constants is always silenced: they are).
+
+    ``process_group=`` (a :mod:`torch.distributed` process group, e.g.
+    ``torch.distributed.group.WORLD``; default ``None``: one process) runs the chain
+    data-parallel over the group's ``R`` ranks, one replica per rank (see
+    :mod:`ppl_hw.pyro.distributed`). The model's plate ``subsample_size=b`` is then
+    the *per-rank* minibatch: every rank draws the same ``torch.randperm`` per epoch
+    (all ranks seeded alike with ``pyro.set_rng_seed``; checked at ``setup``), takes
+    the global minibatch of ``R b`` indices a single process with
+    ``subsample_size=R b`` takes, and keeps its contiguous share; the potential and
+    its gradient (each rank's likelihood scaled ``N / b``) are averaged over the group,
+    which gives the global minibatch's ``N / (R b)`` estimate; the injected noise is
+    drawn by every rank from the same generator state. The replicas stay identical and
+    the chain equals the single-process one with ``subsample_size=R b`` up to float
+    rounding (when ``R b < N``: with ``R b = N`` that model has no subsampled plate
+    and draws no permutation, so its random stream differs). The initial values are
+    broadcast from the group's rank 0. Works with ``jit_compile=True`` (the
+    all-reduce is outside the traced potential); the model needs a subsampled plate;
+    :meth:`potential_energy` stays this rank's own.
     """
 
     def __init__(
@@ -84,6 +103,7 @@ class SGHMC(MCMCKernel):
         ke_fan_eta: float = 0.1,
         jit_compile: bool = False,
         ignore_jit_warnings: bool = False,
+        process_group: Any = None,
     ):
         for name, flag in (
             ("jit_compile", jit_compile),
@@ -92,6 +112,11 @@ class SGHMC(MCMCKernel):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.jit_compile, self.ignore_jit_warnings = jit_compile, ignore_jit_warnings
+        self.process_group = None
+        if process_group is not None:
+            from .distributed import resolve_group
+
+            self.process_group = resolve_group(process_group, none_means="one process")
         self._compiled: dict[tuple, Callable] = {}
         sc.configure(
             self,
@@ -117,6 +142,12 @@ class SGHMC(MCMCKernel):
     def __getstate__(self) -> dict:
         # traced functions do not pickle (MCMC's chains in other processes); each
         # copy traces again on first use
+        if self.process_group is not None:
+            raise TypeError(
+                "an SGHMC kernel with process_group= runs in its own process and "
+                "cannot be copied to another (MCMC(num_chains > 1) is not supported "
+                "with it: launch one process per rank instead)"
+            )
         state = self.__dict__.copy()
         state["_compiled"] = {}
         return state
@@ -172,6 +203,8 @@ class SGHMC(MCMCKernel):
                     for p in (ss.prob, ss.spike_scale, ss.slab_scale)
                 )
         self._plate = sc.select_plate(plates, self.em, bool(self._ss_sites))
+        if self.process_group is not None:
+            self._setup_distributed()
         self.transforms = {k: biject_to(s["fn"].support).inv for k, s in latent.items()}
         self._num_weights = sum(int(s["value"].numel()) for s in latent.values())
         if self._initial_params is None:
@@ -186,12 +219,38 @@ class SGHMC(MCMCKernel):
             self._initial_params = {
                 k: self.transforms[k](itr.nodes[k]["value"].detach()) for k in latent
             }
+        if self.process_group is not None:
+            from .distributed import broadcast_
+
+            # the sites' order is the model's (the noise is drawn in this order)
+            init = {
+                k: torch.as_tensor(v).clone() for k, v in self._initial_params.items()
+            }
+            broadcast_(list(init.values()), self.process_group)
+            self._initial_params = init
         self._settings = sc.step_settings(self, self._ss_sites, self._num_weights)
         # epoch_key holds the epoch's permutation (torch's generator is global)
         self._state = core.init_state(
             dict(self._initial_params), self._settings, xp=torch
         )
         self.sparsity = 0.0
+
+    def _setup_distributed(self) -> None:
+        """Checks for ``process_group=``: a subsampled plate whose global minibatch
+        fits in the data, and a generator shared by the ranks."""
+        from . import distributed as pd
+
+        if self._plate is None:
+            raise ValueError(
+                "SGHMC(process_group=...) shares the model's subsampled plate's "
+                "minibatch out over the ranks; the model has no subsampled plate "
+                "(write pyro.plate(name, N, subsample_size=b) with b the per-rank "
+                "minibatch)"
+            )
+        name, n, b = self._plate
+        world = dist.get_world_size(self.process_group)
+        pd.check_global_batch(n, b, world, f"plate {name!r}")
+        pd.check_shared_generator(self.process_group, "SGHMC(process_group=...)")
 
     # -- pieces ------------------------------------------------------------------------
 
@@ -201,10 +260,17 @@ class SGHMC(MCMCKernel):
         if self._plate is None:
             return None, None, 0
         _, n, b = self._plate
+        share = b
+        if self.process_group is not None:  # the global minibatch, then our share
+            rank = dist.get_rank(self.process_group)
+            b = b * dist.get_world_size(self.process_group)
         perm, pos = state.epoch_key, state.pos
         if perm is None or pos + b > n:
             perm, pos = torch.randperm(n), 0
-        return perm[pos : pos + b], perm, pos + b
+        idx = perm[pos : pos + b]
+        if self.process_group is not None:
+            idx = idx[rank * share : (rank + 1) * share]
+        return idx, perm, pos + b
 
     def potential_energy(
         self,
@@ -347,7 +413,12 @@ class SGHMC(MCMCKernel):
                 zg = {k: v.clone().requires_grad_(True) for k, v in z.items()}
                 pe = self.potential_energy(zg, idx, lam, em_on)
                 grads = torch.autograd.grad(pe, list(zg.values()))
-            return pe.detach(), dict(zip(zg, grads, strict=True))
+            pe = pe.detach()
+            if self.process_group is not None:  # the global minibatch's estimate
+                from .distributed import all_reduce_mean
+
+                pe, *grads = all_reduce_mean([pe, *grads], self.process_group)
+            return pe, dict(zip(zg, grads, strict=True))
 
         state = core.step(state, noise, potential_and_grad, self._settings, xp=torch)
         bad = [k for k, v in state.z.items() if not torch.isfinite(v).all()]
