@@ -5,8 +5,9 @@ spike-and-slab), :mod:`~ppl_hw.pyro.handlers` (the crossbar handler, also as
 :mod:`~ppl_hw.pyro.poutine`),
 :mod:`~ppl_hw.pyro.nn` (crossbar-aware network primitives),
 :mod:`~ppl_hw.pyro.models` (ready-made models),
-:mod:`~ppl_hw.pyro.bnn` (a Bayesian network in one call from your own module) and
-:mod:`~ppl_hw.pyro.deploy` (the deployment sweep over chips and read times).
+:mod:`~ppl_hw.pyro.bnn` (a Bayesian network in one call from your own module),
+:mod:`~ppl_hw.pyro.deploy` (the deployment sweep over chips and read times) and
+:mod:`~ppl_hw.pyro.distributed` (data-parallel training on ``torch.distributed``).
 """
 
 # arviz and coding register this adapter with ppl_hw.arviz and ppl_hw.coding
@@ -16,6 +17,7 @@ from . import (  # noqa: F401
     bnn,
     coding,
     deploy,
+    distributed,
     distributions,
     handlers,
     infer,
@@ -28,6 +30,7 @@ __all__ = [
     "autoguide",
     "bnn",
     "deploy",
+    "distributed",
     "distributions",
     "handlers",
     "infer",

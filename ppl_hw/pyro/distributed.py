@@ -70,48 +70,9 @@ from pyro.poutine import trace as _trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
+from ..common.distributed import check_global_batch, check_plate_names, split_range
+
 __all__ = ["DataParallelSVI", "rank_slice"]
-
-
-# neutral: the share of ``total`` items of rank ``rank`` out of ``world``
-def split_range(total: int, rank: int, world: int, what: str) -> tuple[int, int]:
-    """``(start, stop)`` of rank ``rank``'s contiguous share of ``total`` items split
-    evenly over ``world`` ranks; ``ValueError`` when they do not divide evenly."""
-    if total % world:
-        raise ValueError(
-            f"{what} of {total} does not split evenly over {world} ranks: use a "
-            f"multiple of {world}"
-        )
-    share = total // world
-    return rank * share, (rank + 1) * share
-
-
-# neutral: the global minibatch of ``world`` shares of ``share`` items out of ``total``
-def check_global_batch(total: int, share: int, world: int, what: str) -> int:
-    """``world * share``, the global minibatch size; ``ValueError`` when it exceeds the
-    ``total`` number of data points."""
-    if share * world > total:
-        raise ValueError(
-            f"{what}: {world} ranks x subsample_size {share} = {share * world} is "
-            f"larger than the data size {total}; the plate's subsample_size is the "
-            "per-rank minibatch"
-        )
-    return share * world
-
-
-# neutral: the ``shard=`` argument (plate names)
-def check_plate_names(shard: Any) -> frozenset[str] | None:
-    """``None`` or the set of plate names of ``shard`` (a name or a sequence of
-    names)."""
-    if shard is None:
-        return None
-    if isinstance(shard, str):
-        return frozenset([shard])
-    if isinstance(shard, Sequence) and all(isinstance(s, str) for s in shard):
-        return frozenset(shard)
-    raise TypeError(
-        f"shard must be None, a plate name or a sequence of plate names, got {shard!r}"
-    )
 
 
 def resolve_group(
