@@ -12,7 +12,7 @@ algorithm, unlike ``Generator.permutation``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +21,15 @@ import numpy as np
 __all__ = [
     "GENERATOR_VERSION",
     "Blocks",
+    "RangeTask",
     "candidate_normals",
     "decode_blocks",
     "encode_blocks",
+    "encode_range",
     "make_blocks",
     "pack_bits",
     "philox_raw",
+    "range_tasks",
     "unpack_bits",
 ]
 
@@ -351,6 +354,142 @@ def _gumbel(seed: int, b: int, k: int) -> np.ndarray:
     return -np.log(-np.log(u))
 
 
+@dataclass(frozen=True, eq=False)
+class RangeTask:
+    """What coding the consecutive blocks ``first .. first + m - 1`` needs, and no
+    more (a task of :func:`encode_range`, small and picklable: the blocks' weights are
+    contiguous in the shuffled order).
+
+    :ivar first: the first block's index ``b`` (its Gumbel noise stream).
+    :ivar bounds: ``m + 1`` shuffled positions: block ``first + i`` holds positions
+        ``bounds[i] .. bounds[i + 1] - 1`` (its candidate stream starts at
+        ``bounds[i]``).
+    :ivar mu, sigma: the posterior's means and scales at those positions (float64).
+    :ivar nu, rho: the coding locs and scales at those positions (float32).
+    """
+
+    first: int
+    bounds: np.ndarray = field(repr=False)
+    mu: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+    nu: np.ndarray = field(repr=False)
+    rho: np.ndarray = field(repr=False)
+    bits_per_block: int
+    seed: int
+    selection: str = "sample"
+    scorer: str = "fast"
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.bounds) - 1
+
+
+def range_tasks(
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    rho: np.ndarray,
+    blocks: Blocks,
+    bits_per_block: int,
+    seed: int,
+    *,
+    chunks: int = 1,
+    selection: str = "sample",
+    scorer: str = "fast",
+) -> list[RangeTask]:
+    """The blocks cut into ``chunks`` runs of consecutive blocks (``min(chunks,
+    num_blocks)`` tasks of nearly equal numbers of blocks, in block order), each
+    with only its own weights' parameters (flat arrays in site order, as
+    :func:`encode_blocks` takes them)."""
+    _check_coder(selection, scorer, chunks)
+    nb = blocks.num_blocks
+    n_tasks = min(int(chunks), nb)
+    order = blocks.order
+    starts = np.array([blocks._bounds(b)[0] for b in range(nb)] + [blocks.num_weights])
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    nu, rho = np.asarray(nu, np.float32), np.asarray(rho, np.float32)
+    tasks = []
+    for c in range(n_tasks):
+        b0, b1 = (c * nb) // n_tasks, ((c + 1) * nb) // n_tasks
+        idx = order[starts[b0] : starts[b1]]
+        tasks.append(
+            RangeTask(
+                first=b0,
+                bounds=starts[b0 : b1 + 1].copy(),
+                mu=mu[idx],
+                sigma=sigma[idx],
+                nu=nu[idx],
+                rho=rho[idx],
+                bits_per_block=int(bits_per_block),
+                seed=int(seed),
+                selection=selection,
+                scorer=scorer,
+            )
+        )
+    return tasks
+
+
+def encode_range(task: RangeTask) -> tuple[np.ndarray, np.ndarray]:
+    """Code the blocks of one :class:`RangeTask`: ``(indices uint32 of shape
+    (m,), float32 weights at the task's shuffled positions)``.
+
+    A block's index depends only on the seed, the block's index and first shuffled
+    position, ``K`` and its own weights' parameters, so any cut of the blocks into
+    tasks, run anywhere in any order, gives the serial encoder's indices bit for
+    bit. NumPy and SciPy only: a worker process importing this module loads
+    nothing else."""
+    from scipy.special import ndtri
+
+    k = 1 << int(task.bits_per_block)
+    seed, bounds = task.seed, task.bounds
+    base = int(bounds[0])
+    mu64 = np.asarray(task.mu, np.float64)
+    sigma64 = np.asarray(task.sigma, np.float64)
+    nu64 = np.asarray(task.nu, np.float32).astype(np.float64)
+    rho64 = np.asarray(task.rho, np.float32).astype(np.float64)
+    indices = np.zeros(task.num_blocks, np.uint32)
+    weights = np.zeros(int(bounds[-1]) - base, np.float32)
+    for i in range(task.num_blocks):
+        b, start, stop = task.first + i, int(bounds[i]), int(bounds[i + 1])
+        sl = slice(start - base, stop - base)
+        n = stop - start
+        gauss = mu64[sl], sigma64[sl], nu64[sl], rho64[sl]
+        noise = _gumbel(seed, b, k) if task.selection == "sample" else None
+        j = None
+        if task.scorer == "fast" and k * n >= _FAST_MIN_WORDS:
+            *form, bound = _fast_form(*gauss)
+            if np.isfinite(bound) and np.all(np.isfinite(form)):
+
+                def exact(words, g=gauss):
+                    z = ndtri(_uniform(words.reshape(-1))).reshape(words.shape)
+                    w = (g[2] + g[3] * z).astype(np.float32)
+                    return _gaussian_logpdf_ratio(w.astype(np.float64), *g)
+
+                j = _select_fast(seed, start, n, k, form, bound, noise, exact)
+        if j is None:  # the exact scorer
+            z = candidate_normals(seed, start, n, k)
+            w = (gauss[2] + gauss[3] * z).astype(np.float32)
+            logw = _gaussian_logpdf_ratio(w.astype(np.float64), *gauss)
+            j = int(np.argmax(logw if noise is None else logw + noise))
+        indices[i] = j
+        z = candidate_normals(seed, start, n, 1, first=j)[0]
+        weights[sl] = (gauss[2] + gauss[3] * z).astype(np.float32)
+    return indices, weights
+
+
+def _check_coder(selection: str, scorer: str, chunks: int = 1) -> None:
+    if selection not in ("sample", "argmax"):
+        raise ValueError(f"selection must be 'sample' or 'argmax', got {selection!r}")
+    if scorer not in ("fast", "exact"):
+        raise ValueError(f"scorer must be 'fast' or 'exact', got {scorer!r}")
+    if (
+        isinstance(chunks, bool)
+        or not isinstance(chunks, int | np.integer)
+        or chunks < 1
+    ):
+        raise ValueError(f"chunks must be an int >= 1, got {chunks!r}")
+
+
 def encode_blocks(
     mu: np.ndarray,
     sigma: np.ndarray,
@@ -363,6 +502,8 @@ def encode_blocks(
     selection: str = "sample",
     finetune: Any = None,
     scorer: str = "fast",
+    map: Callable[..., Iterable] = map,
+    chunks: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """MIRACLE's encoder on flat weights: for each block, ``K = 2**bits_per_block``
     candidates from the coding distribution ``N(nu, rho)``, importance weights
@@ -374,56 +515,73 @@ def encode_blocks(
     :param finetune: ``None`` or ``callback(b, coded) -> (mu, sigma) | None`` called
         before block ``b`` is coded with the weights coded so far (``{flat index:
         value}`` as a boolean mask and values): it may return new flat ``mu``,
-        ``sigma`` for the blocks not yet coded.
+        ``sigma`` for the blocks not yet coded. The blocks are then coded one by
+        one, in order (``map`` and ``chunks`` must be left at their defaults).
     :param scorer: ``"fast"`` (float32 table normals; exact rescoring of the few
         candidates near the best, so the same indices; blocks of fewer than
         ``2**13`` normals are scored exactly) or ``"exact"`` (every candidate in
         float64, the reference).
+    :param map: how the tasks are run: ``map(encode_range, tasks)`` must return
+        the results of :func:`encode_range` in the tasks' order (the builtin
+        ``map``, an executor's ``map``, or anything like them).
+    :param chunks: the number of tasks (:func:`range_tasks`); the result does not
+        depend on it nor on ``map``.
     :returns: ``(indices uint32 of shape (num_blocks,), flat float32 weights)``.
     """
-    from scipy.special import ndtri
-
-    if selection not in ("sample", "argmax"):
-        raise ValueError(f"selection must be 'sample' or 'argmax', got {selection!r}")
-    if scorer not in ("fast", "exact"):
-        raise ValueError(f"scorer must be 'fast' or 'exact', got {scorer!r}")
-    k = 1 << int(bits_per_block)
-    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
-    nu64 = np.asarray(nu, np.float32).astype(np.float64)
-    rho64 = np.asarray(rho, np.float32).astype(np.float64)
+    _check_coder(selection, scorer, chunks)
+    if finetune is not None and (chunks != 1 or map is not _builtin_map):
+        raise ValueError(
+            "finetune runs between blocks, so the blocks are coded one by one: "
+            f"leave map and chunks at their defaults (got chunks={chunks!r})"
+        )
+    if not callable(map):
+        raise TypeError(f"map must be callable, got {map!r}")
+    args = (blocks, bits_per_block, seed)
+    opts = dict(selection=selection, scorer=scorer)
     indices = np.zeros(blocks.num_blocks, np.uint32)
     weights = np.zeros(blocks.num_weights, np.float32)
+    if finetune is None:
+        tasks = range_tasks(mu, sigma, nu, rho, *args, chunks=chunks, **opts)
+        results = list(map(encode_range, tasks))
+        if len(results) != len(tasks):
+            raise ValueError(
+                f"map returned {len(results)} results for {len(tasks)} tasks"
+            )
+        for task, (idx, w) in zip(tasks, results, strict=True):
+            b0, lo, hi = task.first, int(task.bounds[0]), int(task.bounds[-1])
+            indices[b0 : b0 + task.num_blocks] = idx
+            weights[blocks.order[lo:hi]] = w
+        return indices, weights
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     coded = np.zeros(blocks.num_weights, bool)
     for b in range(blocks.num_blocks):
-        if finetune is not None and b > 0:
+        if b > 0:
             new = finetune(b, coded.copy(), weights.copy())
             if new is not None:
                 mu, sigma = (np.asarray(a, np.float64) for a in new)
-        idx = blocks.members(b)
-        start = blocks._bounds(b)[0]
-        gauss = mu[idx], sigma[idx], nu64[idx], rho64[idx]
-        noise = _gumbel(seed, b, k) if selection == "sample" else None
-        j = None
-        if scorer == "fast" and k * len(idx) >= _FAST_MIN_WORDS:
-            *form, bound = _fast_form(*gauss)
-            if np.isfinite(bound) and np.all(np.isfinite(form)):
-
-                def exact(words, g=gauss):
-                    z = ndtri(_uniform(words.reshape(-1))).reshape(words.shape)
-                    w = (g[2] + g[3] * z).astype(np.float32)
-                    return _gaussian_logpdf_ratio(w.astype(np.float64), *g)
-
-                j = _select_fast(seed, start, len(idx), k, form, bound, noise, exact)
-        if j is None:  # the exact scorer
-            z = candidate_normals(seed, start, len(idx), k)
-            w = (nu64[idx] + rho64[idx] * z).astype(np.float32)
-            logw = _gaussian_logpdf_ratio(w.astype(np.float64), *gauss)
-            j = int(np.argmax(logw if noise is None else logw + noise))
+        # the one block, as a task: the same arithmetic as the batched path
+        lo, hi = blocks._bounds(b)
+        idx = blocks.order[lo:hi]
+        (j,), w = encode_range(
+            RangeTask(
+                first=b,
+                bounds=np.array([lo, hi]),
+                mu=mu[idx],
+                sigma=sigma[idx],
+                nu=np.asarray(nu, np.float32)[idx],
+                rho=np.asarray(rho, np.float32)[idx],
+                bits_per_block=int(bits_per_block),
+                seed=int(seed),
+                **opts,
+            )
+        )
         indices[b] = j
-        z = candidate_normals(seed, start, len(idx), 1, first=j)[0]
-        weights[idx] = (nu64[idx] + rho64[idx] * z).astype(np.float32)
+        weights[idx] = w
         coded[idx] = True
     return indices, weights
+
+
+_builtin_map = map
 
 
 def decode_blocks(
