@@ -183,6 +183,7 @@ class CompressedModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the documented binary format (module docstring) to ``path``."""
+        path = _check_path(path)
         with open(path, "wb") as f:
             f.write(self._to_bytes())
 
@@ -190,6 +191,9 @@ class CompressedModel:
     def load(cls, path: str | os.PathLike) -> CompressedModel:
         """Read a file written by :meth:`save`; a ``ValueError`` names what is wrong
         with a corrupted, truncated or foreign file."""
+        path = _check_path(path)
+        if not os.path.isfile(path):
+            raise ValueError(f"path {os.fspath(path)!r} is not an existing file")
         with open(path, "rb") as f:
             data = f.read()
         return cls._from_bytes(data, str(path))
@@ -255,6 +259,15 @@ class CompressedModel:
             generator_version=gen,
             points=tuple(points),
         )
+
+
+def _check_path(path: Any) -> str | os.PathLike:
+    """A file name: a ``str`` or ``os.PathLike`` (an int would be taken by ``open``
+    as a file descriptor: ``load(0)`` would block on stdin, ``save(1)`` write to
+    stdout and close it)."""
+    if isinstance(path, bool) or not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a file name (str or os.PathLike), got {path!r}")
+    return path
 
 
 def _compact(a: np.ndarray) -> np.ndarray:

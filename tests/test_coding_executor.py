@@ -248,3 +248,28 @@ def test_finetune_stays_sequential_and_says_so(threads):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         coding.encode(guide, params, bits_per_block=12, executor=ex)
+
+
+@pytest.mark.parametrize("path", [0, 1, True, b"model.phw", 3.5])
+def test_save_and_load_refuse_a_path_that_is_not_a_file_name(path, tmp_path):
+    """An int is a file descriptor to ``open``: ``load(0)`` blocked on stdin and
+    ``save(1)`` wrote to stdout and closed it (issue "Nothing silent")."""
+    from ppl_hw.coding import CompressedModel
+
+    with pytest.raises(TypeError, match=r"path must be a file name .*got"):
+        CompressedModel.load(path)
+    with pytest.raises(ValueError, match=r"path '.*none.phw' is not an existing file"):
+        CompressedModel.load(tmp_path / "none.phw")
+
+
+def test_save_refuses_a_file_descriptor(tmp_path):
+    from ppl_hw.coding import CompressedModel, encode
+
+    guide, params = _pyro_guide("autonormal")
+    compressed = encode(guide, params, bits_per_block=8)
+    with pytest.raises(TypeError, match=r"path must be a file name .*got 1"):
+        compressed.save(1)
+    compressed.save(tmp_path / "m.phw")  # a file name still works
+    assert CompressedModel.load(tmp_path / "m.phw").indices.tolist() == (
+        compressed.indices.tolist()
+    )

@@ -536,12 +536,21 @@ def encode_blocks(
         )
     if not callable(map):
         raise TypeError(f"map must be callable, got {map!r}")
-    args = (blocks, bits_per_block, seed)
-    opts = dict(selection=selection, scorer=scorer)
     indices = np.zeros(blocks.num_blocks, np.uint32)
     weights = np.zeros(blocks.num_weights, np.float32)
     if finetune is None:
-        tasks = range_tasks(mu, sigma, nu, rho, *args, chunks=chunks, **opts)
+        tasks = range_tasks(
+            mu,
+            sigma,
+            nu,
+            rho,
+            blocks,
+            bits_per_block,
+            seed,
+            chunks=chunks,
+            selection=selection,
+            scorer=scorer,
+        )
         results = list(map(encode_range, tasks))
         if len(results) != len(tasks):
             raise ValueError(
@@ -572,7 +581,8 @@ def encode_blocks(
                 rho=np.asarray(rho, np.float32)[idx],
                 bits_per_block=int(bits_per_block),
                 seed=int(seed),
-                **opts,
+                selection=selection,
+                scorer=scorer,
             )
         )
         indices[b] = j
