@@ -75,10 +75,20 @@ class _Runs(dict):
         return self[backend]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """``main`` at the smoke size, once per backend (see :class:`_Runs`)."""
     return _Runs(tmp_path_factory)
+
+
+def _on(backend: str):
+    """The tests of one backend's run share a worker (``xdist_group``): the run is
+    made once per backend and session, and tests/conftest.py runs each group first,
+    together, on one of the xdist workers."""
+    return pytest.mark.xdist_group(f"demo_{backend}")
+
+
+BACKENDS = [pytest.param(b, marks=_on(b)) for b in DEVICE]
 
 
 def test_help_documents_the_options():
@@ -107,7 +117,7 @@ def test_help_documents_the_options():
         assert words in text
 
 
-@pytest.mark.parametrize("backend", DEVICE)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_smoke_run_prints_and_writes_the_table(runs, backend):
     rows, printed, stderr, folder = runs[backend]
     device = DEVICE[backend]
@@ -168,7 +178,7 @@ def test_smoke_run_prints_and_writes_the_table(runs, backend):
             assert r.kl_bits is None
 
 
-@pytest.mark.parametrize("backend", DEVICE)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_meankl_blocks_are_coded_as_they_are(runs, backend):
     rows, printed, _, _ = runs[backend]
     by_method = {r.method: r for r in rows}
@@ -186,6 +196,7 @@ def test_meankl_blocks_are_coded_as_they_are(runs, backend):
     assert guide.accuracy - 0.15 < coded.accuracy <= guide.accuracy + 0.02
 
 
+@_on("pyro")
 def test_deployed_rows_on_the_ideal_device_equal_the_posterior(runs):
     rows = runs["pyro"][0]
     offchip = {r.method: r for r in rows if r.deployed is None}
@@ -204,6 +215,7 @@ def test_deployed_rows_on_the_ideal_device_equal_the_posterior(runs):
         assert (r.accuracy_sd, r.nll_sd, r.ece_sd) == (0.0, 0.0, 0.0)
 
 
+@_on("numpyro")
 def test_deployed_rows_on_pcm_drift_away_from_the_posterior(runs):
     rows, printed = runs["numpyro"][:2]
     offchip = {r.method: r for r in rows if r.deployed is None}
@@ -230,7 +242,7 @@ def test_deployed_rows_on_pcm_drift_away_from_the_posterior(runs):
         assert f"| {deployed[0].nll:.3f} ± {deployed[0].nll_sd:.3f} |" in line
 
 
-@pytest.mark.parametrize("backend", DEVICE)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_figures_are_written(runs, backend):
     folder = runs[backend][3]
     for name in (ACCURACY_VS_TIME, RELIABILITY):
@@ -238,6 +250,7 @@ def test_figures_are_written(runs, backend):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
 
 
+@_on("numpyro")
 def test_reliability_bins_are_those_of_the_ece(runs):
     labels = load_digits().y_test
     for r in runs["numpyro"][0]:
