@@ -332,5 +332,5 @@ def test_from_guide_refuses_a_guide_that_is_not_callable(backend):
     from ppl_hw.arviz import from_guide
 
     b = BACKENDS[backend]()
-    with pytest.raises(TypeError, match="guide must be a trained guide.*got None"):
+    with pytest.raises(TypeError, match=r"guide must be a trained guide.*got None"):
         from_guide(lambda y: None, None, {}, b.array(np.zeros(2)))

@@ -89,6 +89,7 @@ def check_mlp_args(
     if batch_size is not None and not 1 <= batch_size <= x.shape[0]:
         raise ValueError(f"batch_size must be in [1, N={x.shape[0]}], got {batch_size}")
 
+
 BINARY_MLP_DOC = r"""Binary Bayesian MLP for classification: sign weights, sign
     activations and a per-output-channel scale in every layer (the network of scale
     dropout, Ahmed et al. 2023).
