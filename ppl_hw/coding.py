@@ -60,7 +60,7 @@ import numpy as np
 from .common import coding as _common
 from .core import coding as _cc
 
-__all__ = ["CompressedModel", "decode", "encode"]
+__all__ = ["MAX_WEIGHTS_PER_BLOCK", "CompressedModel", "decode", "encode"]
 
 MAGIC = b"PPLHWMC\0"
 FORMAT_VERSION = 2
@@ -216,8 +216,26 @@ class CompressedModel:
                 f"{where} was coded with generator version {gen}; this ppl_hw has "
                 f"version {_cc.GENERATOR_VERSION} and would decode other weights"
             )
+        if hlen > len(body) - 16:
+            raise ValueError(
+                f"{where}: header length {hlen} runs past the end of the file "
+                f"({len(body) - 16} bytes after the fixed fields)"
+            )
         pos = 16 + hlen
-        header = json.loads(body[16:pos].decode("utf-8"))
+        header = _check_header(body[16:pos], version, where)
+        payload = 0  # the bytes the header says follow it, summed before reading any
+        for s in header["sites"]:
+            payload += 4 * (math.prod(s["loc_shape"]) + math.prod(s["scale_shape"]))
+        for s in header["points"]:
+            payload += 4 * math.prod(s["shape"])
+        bits, n = header["bits_per_block"], header["num_blocks"]
+        payload += (n * bits + 7) // 8
+        if payload != len(body) - pos:
+            raise ValueError(
+                f"{where}: the header describes {payload} bytes of arrays and "
+                f"indices, the file holds {len(body) - pos} (a header that does not "
+                "match its file)"
+            )
         locs, scales, sites = [], [], []
         for s in header["sites"]:
             arrays = []
@@ -227,27 +245,26 @@ class CompressedModel:
                 arr = np.frombuffer(body[pos : pos + nbytes], "<f4").astype(np.float32)
                 arrays.append(arr.reshape(shape))
                 pos += nbytes
-            locs.append(arrays[0])
-            scales.append(arrays[1])
+            loc, scale = arrays
+            if not np.all(np.isfinite(loc)):
+                raise ValueError(
+                    f"{where}: site {s['name']!r} has non-finite coding locs"
+                )
+            if not np.all(np.isfinite(scale) & (scale > 0)):
+                raise ValueError(
+                    f"{where}: site {s['name']!r} has coding scales that are not "
+                    "finite and > 0"
+                )
+            locs.append(loc)
+            scales.append(scale)
             sites.append((s["name"], tuple(s["shape"])))
         points = []
-        if version >= 2:
-            if not isinstance(header.get("points"), list):
-                raise ValueError(
-                    f"{where} is a version-2 file whose header has no 'points' list"
-                )
-            for s in header["points"]:
-                shape = tuple(int(d) for d in s["shape"])
-                nbytes = 4 * math.prod(shape)
-                if pos + nbytes > len(body):
-                    raise ValueError(
-                        f"{where}: the stored value of site {s['name']!r} runs past "
-                        "the end of the file"
-                    )
-                value = np.frombuffer(body[pos : pos + nbytes], "<f4")
-                points.append((str(s["name"]), value.astype(np.float32).reshape(shape)))
-                pos += nbytes
-        bits, n = int(header["bits_per_block"]), int(header["num_blocks"])
+        for s in header["points"]:
+            shape = tuple(s["shape"])
+            nbytes = 4 * math.prod(shape)
+            value = np.frombuffer(body[pos : pos + nbytes], "<f4")
+            points.append((s["name"], value.astype(np.float32).reshape(shape)))
+            pos += nbytes
         indices = _cc.unpack_bits(body[pos:], n, bits)
         return cls(
             sites=tuple(sites),
@@ -255,10 +272,121 @@ class CompressedModel:
             scales=tuple(scales),
             indices=indices,
             bits_per_block=bits,
-            seed=int(header["seed"]),
+            seed=header["seed"],
             generator_version=gen,
             points=tuple(points),
         )
+
+
+_SITE_KEYS = {"name", "shape", "loc_shape", "scale_shape"}
+_POINT_KEYS = {"name", "shape"}
+MAX_BITS_PER_BLOCK = 24
+"""The largest ``bits_per_block`` a file may claim (the coder's limit)."""
+MAX_WEIGHTS_PER_BLOCK = 16_384
+"""The most weights a block may hold, in a file and in :func:`encode`: coding a block
+draws ``2**bits_per_block`` candidates of its size (10⁹ normals at 16 bits), and the
+cap bounds what a header may claim relative to its file (``num_blocks`` is fixed by
+the file's size), so a crafted header cannot make :func:`decode` allocate more than
+``MAX_WEIGHTS_PER_BLOCK * 4`` bytes per block of the file. MIRACLE's LeNet-5 at 1.5 kB
+has ~570 weights per block."""
+
+
+def _header_int(value: Any, field: str, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}: header field {field} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(
+            f"{where}: header field {field} must be in [{low}, {high}], got {value!r}"
+        )
+    return value
+
+
+def _header_shape(value: Any, field: str, where: str, limit: int) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > 32:
+        raise ValueError(
+            f"{where}: header field {field} must be a list of at most 32 sizes, "
+            f"got {value!r}"
+        )
+    shape = tuple(_header_int(d, field, where, 0, limit) for d in value)
+    if math.prod(shape) > limit:
+        raise ValueError(
+            f"{where}: header field {field} claims {math.prod(shape)} values, more "
+            f"than the file can hold ({limit})"
+        )
+    return shape
+
+
+def _check_header(raw: bytes, version: int, where: str) -> dict:
+    """The JSON header, validated field by field against the format (types, ranges,
+    unique names, shapes no larger than the file could hold) before any array is
+    read or allocated; a ``ValueError`` names the field."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{where}: the header is not UTF-8 JSON ({err})") from None
+    keys = {"seed", "bits_per_block", "num_blocks", "sites"}
+    if version >= 2:
+        keys.add("points")
+    if not isinstance(header, dict) or set(header) != keys:
+        got = sorted(header) if isinstance(header, dict) else type(header).__name__
+        raise ValueError(
+            f"{where}: the header must hold exactly the fields {sorted(keys)}, "
+            f"got {got}"
+        )
+    limit = 2**40  # a sanity bound per shape; the real cap is per block (below)
+    out: dict[str, Any] = {
+        "seed": _header_int(header["seed"], "seed", where, 0, 2**63 - 1),
+        "bits_per_block": _header_int(
+            header["bits_per_block"], "bits_per_block", where, 1, MAX_BITS_PER_BLOCK
+        ),
+    }
+    names: set[str] = set()
+    for group, fields in (("sites", _SITE_KEYS), ("points", _POINT_KEYS)):
+        entries = header.get(group, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"{where}: header field {group} must be a list")
+        checked = []
+        for i, s in enumerate(entries):
+            if not isinstance(s, dict) or set(s) != fields:
+                raise ValueError(
+                    f"{where}: header field {group}[{i}] must hold exactly "
+                    f"{sorted(fields)}, got {s!r}"
+                )
+            name = s["name"]
+            if not isinstance(name, str) or not name:
+                raise ValueError(
+                    f"{where}: header field {group}[{i}].name must be a non-empty "
+                    f"string, got {name!r}"
+                )
+            if name in names:
+                raise ValueError(
+                    f"{where}: header field {group}[{i}].name {name!r} is a duplicate"
+                )
+            names.add(name)
+            entry = {"name": name}
+            for key in sorted(fields - {"name"}):
+                entry[key] = _header_shape(s[key], f"{group}[{i}].{key}", where, limit)
+            for key in ("loc_shape", "scale_shape"):
+                if key in entry and entry[key] not in ((), entry["shape"]):
+                    raise ValueError(
+                        f"{where}: header field {group}[{i}].{key} must be [] or the "
+                        f"site's shape {list(entry['shape'])}, got {list(entry[key])}"
+                    )
+            checked.append(entry)
+        out[group] = checked
+    if not out["sites"]:
+        raise ValueError(f"{where}: header field sites is empty (nothing was coded)")
+    num_weights = sum(max(1, math.prod(s["shape"])) for s in out["sites"])
+    out["num_blocks"] = _header_int(
+        header["num_blocks"], "num_blocks", where, 1, num_weights
+    )
+    if num_weights > MAX_WEIGHTS_PER_BLOCK * out["num_blocks"]:
+        raise ValueError(
+            f"{where}: header field sites claims {num_weights} weights in "
+            f"{out['num_blocks']} blocks, more than MAX_WEIGHTS_PER_BLOCK="
+            f"{MAX_WEIGHTS_PER_BLOCK} per block"
+        )
+    return out
 
 
 def _check_path(path: Any) -> str | os.PathLike:
@@ -456,6 +584,12 @@ def encode(
                 f"the guide's parameters {sizes}"
             )
         blocks = guide_blocks
+        if blocks.num_weights > MAX_WEIGHTS_PER_BLOCK * blocks.num_blocks:
+            raise ValueError(
+                f"the guide's {blocks.num_blocks} blocks hold {blocks.num_weights} "
+                f"weights, more than MAX_WEIGHTS_PER_BLOCK={MAX_WEIGHTS_PER_BLOCK} "
+                "per block: give the AutoMeanKL a larger budget or fewer bits_per_block"
+            )
     else:
         kl_bits = max(kl_nats / math.log(2.0), float(kl_bits_per_block))
         # a KL a float32 rounding above a whole number of blocks (an AutoMeanKL
@@ -463,6 +597,13 @@ def encode(
         num_blocks = min(
             math.ceil(kl_bits * (1.0 - 1e-6) / kl_bits_per_block), sum(sizes)
         )
+        if sum(sizes) > MAX_WEIGHTS_PER_BLOCK * num_blocks:
+            raise ValueError(
+                f"the guide's KL ({kl_bits:.6g} bits) gives {num_blocks} blocks for "
+                f"{sum(sizes)} weights, more than MAX_WEIGHTS_PER_BLOCK="
+                f"{MAX_WEIGHTS_PER_BLOCK} weights per block (each block draws "
+                f"2**{bits} candidates of its size); lower kl_bits_per_block"
+            )
         blocks = _cc.make_blocks(sizes, bits, int(seed), num_blocks=num_blocks)
     offsets = np.cumsum([0, *sizes])
 
