@@ -1,7 +1,8 @@
-"""NumPyro host glue of :func:`ppl_hw.arviz.from_guide` (registered with
-:mod:`ppl_hw.common.arviz` on import): the posterior, predictive and pointwise log
-likelihood of a trained NumPyro guide, through NumPyro's ``Predictive`` and
-``log_likelihood``."""
+"""NumPyro host glue of :func:`ppl_hw.arviz.from_guide` and
+:func:`ppl_hw.arviz.from_mcmc` (registered with :mod:`ppl_hw.common.arviz` on
+import): the posterior, predictive and pointwise log likelihood of a trained NumPyro
+guide, through NumPyro's ``Predictive`` and ``log_likelihood``; an MCMC run through
+ArviZ's own ``from_numpyro``."""
 
 from __future__ import annotations
 
@@ -10,13 +11,27 @@ from typing import Any
 import jax
 import numpy as np
 from numpyro import handlers
-from numpyro.infer import Predictive
+from numpyro.infer import MCMC, Predictive
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.util import log_likelihood
 
-from ..common.arviz import GROUPS, with_chain
+from ..common.arviz import GROUPS, MCMC_CONVERTERS, with_chain
 
 __all__: list[str] = []
+
+
+@MCMC_CONVERTERS.register(MCMC)
+def _from_mcmc(
+    mcmc: MCMC, *, log_likelihood: bool, coords: dict | None, dims: dict | None
+) -> Any:
+    if getattr(mcmc, "_states", None) is None:
+        raise ValueError("mcmc has not been run: call mcmc.run(...) first")
+    import arviz as az
+
+    # both lines have from_numpyro; their log_likelihood defaults differ
+    return az.from_numpyro(
+        mcmc, log_likelihood=log_likelihood, coords=coords, dims=dims
+    )
 
 
 @GROUPS.register(AutoGuide)
