@@ -1,4 +1,5 @@
-r"""Data sets that work offline: embedded or made by formula, never downloaded.
+r"""Data sets that work offline: embedded, made by formula, or read from the user's
+own files — never downloaded.
 
 Each loader returns a :class:`Split` ``(x_train, y_train, x_test, y_test)`` of NumPy
 arrays (inputs float32, class labels int64, regression targets float32), so it
@@ -7,21 +8,66 @@ unpacks directly::
     x_train, y_train, x_test, y_test = load_digits()
 
 Convert with ``jnp.asarray`` / ``torch.as_tensor`` for a backend.
+
+**Image data sets from files.** :func:`load_mnist`, :func:`load_fashion_mnist` and
+:func:`load_cifar10` read the files as published (MNIST and Fashion-MNIST: the four
+IDX files, gzipped or not; CIFAR-10: the python pickle batches) from a directory the
+user already has; the train/test split is the published one (60 000 / 10 000 and
+50 000 / 10 000 images). Pixels are scaled to [0, 1] as float32 (``uint8 / 255``),
+labels are int64 in 0..9. ``layout`` gives the image axes:
+
+============ ===================== ===================== ==========================
+``layout``   MNIST, Fashion-MNIST  CIFAR-10              for
+============ ===================== ===================== ==========================
+``"NCHW"``   ``(N, 1, 28, 28)``    ``(N, 3, 32, 32)``    ppl_hw's ``nn.conv2d``,
+                                                         torch (the default)
+``"NHWC"``   ``(N, 28, 28, 1)``    ``(N, 32, 32, 3)``    ``flax.linen.Conv``
+``"flat"``   ``(N, 784)``          ``(N, 3072)``         dense networks
+============ ===================== ===================== ==========================
+
+``"flat"`` is the ``"NCHW"`` array flattened: MNIST's pixels row by row, CIFAR-10's
+as in its files (the 1 024 red, then green, then blue values, each plane row by row).
+
+Every file is checked field by field before its pixels are read: IDX magic numbers
+(``0x00000803`` images, ``0x00000801`` labels: unsigned bytes, 3 or 1 dimensions),
+28 × 28 images, sizes against the file's length (a truncated file, or bytes after the
+data, are refused), label count equal to image count, labels in 0..9; CIFAR-10's keys
+``b"data"`` (uint8, ``(N, 3072)``) and ``b"labels"`` (N ints in 0..9). A missing file
+raises :class:`FileNotFoundError`, a malformed one :class:`ValueError`, both naming the
+file.
+
+**Unpickling is code execution.** CIFAR-10's python batches are pickles, and loading
+a pickle can run any code its author put in. :func:`load_cifar10` therefore uses a
+restricted unpickler that resolves only the globals a NumPy array needs
+(``numpy.ndarray``, ``numpy.dtype``, NumPy's array and scalar reconstructors); any
+other global (``os.system``, ``builtins.eval``, ...) is refused with a
+:class:`ValueError` before it is called. Only plain containers, numbers, strings and
+NumPy arrays can come out of such a file.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
+import os
+import pickle
 import random
+import zlib
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .core.checks import check_int, check_number
+from .core.checks import check_choice, check_int, check_number
 
 __all__ = [
+    "IMAGE_LAYOUTS",
     "SPARSE_REGRESSION_SIZES",
     "Split",
+    "load_cifar10",
     "load_digits",
+    "load_fashion_mnist",
+    "load_mnist",
     "make_mnist1d",
     "make_sparse_regression",
     "make_toy_regression",
@@ -265,4 +311,500 @@ def make_mnist1d(
         data["y"].astype(np.int64),
         data["x_test"].astype(np.float32),
         data["y_test"].astype(np.int64),
+    )
+
+
+# -- image data sets from the user's files -----------------------------------------
+
+IMAGE_LAYOUTS = ("NCHW", "NHWC", "flat")
+"""The ``layout`` options of :func:`load_mnist`, :func:`load_fashion_mnist` and
+:func:`load_cifar10` (the module docstring has the shapes)."""
+
+_NUM_CLASSES = 10
+_IDX_IMAGES = 0x00000803  # unsigned bytes (0x08), 3 dimensions
+_IDX_LABELS = 0x00000801  # unsigned bytes (0x08), 1 dimension
+_MNIST_SIDE = 28
+_MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+_CIFAR_CHW = (3, 32, 32)
+_CHUNK = 1 << 22  # bytes per read of a gzipped file
+
+
+def _check_dir(path: Any, what: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` to an existing directory."""
+    if isinstance(path, bytes) or not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"path must be a str or os.PathLike naming the directory of {what}, "
+            f"got {path!r}"
+        )
+    directory = Path(path)
+    if not directory.exists():
+        raise FileNotFoundError(
+            f"path {str(directory)!r} does not exist: expected the directory of {what}"
+        )
+    if not directory.is_dir():
+        raise ValueError(
+            f"path must be the directory holding {what}, got the file "
+            f"{str(directory)!r}"
+        )
+    return directory
+
+
+def _check_layout(layout: Any) -> str:
+    return str(check_choice("layout", layout, IMAGE_LAYOUTS))
+
+
+def _to_float(
+    parts: list[np.ndarray], chw: tuple[int, int, int], layout: str
+) -> np.ndarray:
+    """Rows of ``uint8`` pixels (``(n_i, C*H*W)``, NCHW order) → one float32 array
+    in ``layout``, scaled by 1/255; allocated once, filled part by part."""
+    c, h, w = chw
+    n = sum(p.shape[0] for p in parts)
+    shape = {"NCHW": (n, c, h, w), "NHWC": (n, h, w, c), "flat": (n, c * h * w)}
+    out = np.empty(shape[layout], dtype=np.float32)
+    start = 0
+    for p in parts:
+        m = p.shape[0]
+        src = p.reshape(m, c, h, w)
+        if layout == "NHWC":
+            src = src.transpose(0, 2, 3, 1)
+        elif layout == "flat":
+            src = p
+        np.divide(src, np.float32(255.0), out=out[start : start + m])
+        start += m
+    return out
+
+
+def _check_labels(file: Path, labels: np.ndarray) -> np.ndarray:
+    bad = np.flatnonzero((labels < 0) | (labels >= _NUM_CLASSES))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{str(file)!r}: label {int(labels[i])} at position {i} is not a class of "
+            f"0..{_NUM_CLASSES - 1} ({bad.size} such labels)"
+        )
+    return labels.astype(np.int64)
+
+
+# ---- IDX (MNIST, Fashion-MNIST) ---------------------------------------------------
+
+
+def _idx_candidates(name: str) -> list[str]:
+    """The spellings of one IDX file: as published (``train-images-idx3-ubyte``),
+    gzipped, and the ``train-images.idx3-ubyte`` of some unpacked archives."""
+    dotted = name.replace("-idx", ".idx")
+    return [name, f"{name}.gz", dotted, f"{dotted}.gz"]
+
+
+def _idx_dir(path: Path, torchvision: str) -> Path:
+    """``path``, or torchvision's ``path/<Name>/raw`` if only that holds the files."""
+    for d in (path, path / torchvision / "raw"):
+        if any(
+            (d / c).is_file() for n in _MNIST_FILES.values() for c in _idx_candidates(n)
+        ):
+            return d
+    return path
+
+
+def _idx_file(directory: Path, name: str, dataset: str) -> Path:
+    for candidate in _idx_candidates(name):
+        if (directory / candidate).is_file():
+            return directory / candidate
+    raise FileNotFoundError(
+        f"{dataset}: no file {str(directory / name)!r} (nor {name}.gz, nor the "
+        f"{name.replace('-idx', '.idx')!r} spelling): expected the {dataset} IDX files "
+        f"{', '.join(_MNIST_FILES.values())} (gzipped or not) in {str(directory)!r}"
+    )
+
+
+def _open(file: Path) -> Any:
+    return gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb")
+
+
+class _IdxHeader(NamedTuple):
+    file: Path
+    dims: tuple[int, ...]
+    header_bytes: int
+    payload_bytes: int
+
+
+def _idx_header(file: Path, magic: int, what: str) -> _IdxHeader:
+    """Read and check an IDX header; for an uncompressed file, its length too."""
+    ndim = magic & 0xFF
+    header_bytes = 4 + 4 * ndim
+    name = repr(str(file))
+    try:
+        with _open(file) as f:
+            head = f.read(header_bytes)
+    except EOFError:
+        raise ValueError(f"{name}: truncated: the gzip stream ends early") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{name}: not a readable gzip file ({err})") from None
+    if len(head) < 4:
+        raise ValueError(
+            f"{name}: truncated: {len(head)} bytes, shorter than an IDX magic number"
+        )
+    got = int.from_bytes(head[:4], "big")
+    if got != magic:
+        hint = ""
+        if head[:2] == b"\x1f\x8b":
+            hint = "; it is gzipped: name it with the .gz suffix"
+        elif got in (_IDX_IMAGES, _IDX_LABELS):
+            other = "images" if got == _IDX_IMAGES else "labels"
+            hint = f"; 0x{got:08x} is an IDX file of {other}"
+        elif head[:2] == b"\x00\x00" and head[2] != 0x08:
+            hint = f"; data type byte 0x{head[2]:02x}, expected 0x08 (unsigned byte)"
+        raise ValueError(
+            f"{name}: wrong magic number 0x{got:08x}, expected 0x{magic:08x} for "
+            f"{what} (IDX: unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
+            f"{hint}"
+        )
+    if len(head) < header_bytes:
+        raise ValueError(
+            f"{name}: truncated inside its header ({len(head)} of {header_bytes} bytes)"
+        )
+    dims = tuple(
+        int.from_bytes(head[i : i + 4], "big") for i in range(4, header_bytes, 4)
+    )
+    if ndim == 3 and dims[1:] != (_MNIST_SIDE, _MNIST_SIDE):
+        raise ValueError(
+            f"{name}: images of {dims[1]} x {dims[2]} pixels, expected "
+            f"{_MNIST_SIDE} x {_MNIST_SIDE}"
+        )
+    if dims[0] < 1:
+        raise ValueError(f"{name}: holds no {what} (count 0 in its header)")
+    payload = dims[0] * _MNIST_SIDE * _MNIST_SIDE if ndim == 3 else dims[0]
+    if file.suffix != ".gz":  # the length is known before anything is read
+        size = file.stat().st_size
+        if size != header_bytes + payload:
+            raise ValueError(
+                _idx_size_error(
+                    name, what, dims, header_bytes, payload, size - header_bytes
+                )
+            )
+    return _IdxHeader(file, dims, header_bytes, payload)
+
+
+def _idx_size_error(
+    name: str, what: str, dims: tuple[int, ...], header: int, payload: int, got: int
+) -> str:
+    shape = " x ".join(str(d) for d in dims)
+    if got < payload:
+        return (
+            f"{name}: truncated: its header announces {shape} {what} ({payload} bytes "
+            f"after the {header}-byte header), the file holds {got}"
+        )
+    return (
+        f"{name}: {got - payload} extra bytes after the {payload} bytes of {what} "
+        f"its header announces ({shape}): not an IDX file of {what}"
+    )
+
+
+def _idx_payload(header: _IdxHeader, what: str) -> np.ndarray:
+    """The payload of a checked IDX file, as flat uint8. A gzipped file is
+    decompressed piece by piece and never beyond one byte more than announced."""
+    file, name = header.file, repr(str(header.file))
+    want = header.payload_bytes
+    if file.suffix != ".gz":
+        with open(file, "rb") as f:
+            f.seek(header.header_bytes)
+            return np.fromfile(f, dtype=np.uint8, count=want)
+    buf = bytearray()
+    try:
+        with gzip.open(file, "rb") as f:
+            f.read(header.header_bytes)
+            while len(buf) <= want:
+                piece = f.read(min(want + 1 - len(buf), _CHUNK))
+                if not piece:
+                    break
+                buf += piece
+    except EOFError:
+        raise ValueError(
+            f"{name}: truncated: the gzip stream ends before the {want} bytes of "
+            f"{what} its header announces"
+        ) from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{name}: not a readable gzip file ({err})") from None
+    if len(buf) != want:
+        raise ValueError(
+            _idx_size_error(
+                name, what, header.dims, header.header_bytes, want, len(buf)
+            )
+        )
+    return np.frombuffer(bytes(buf), dtype=np.uint8)
+
+
+def _load_idx(path: Any, layout: Any, dataset: str, torchvision: str) -> Split:
+    layout = _check_layout(layout)
+    directory = _idx_dir(_check_dir(path, f"the {dataset} IDX files"), torchvision)
+    files = {k: _idx_file(directory, n, dataset) for k, n in _MNIST_FILES.items()}
+    # every header (and every uncompressed length) before any pixel is read
+    headers = {
+        k: _idx_header(
+            f,
+            _IDX_IMAGES if k.startswith("x") else _IDX_LABELS,
+            "images" if k.startswith("x") else "labels",
+        )
+        for k, f in files.items()
+    }
+    for part in ("train", "test"):
+        x, y = headers[f"x_{part}"], headers[f"y_{part}"]
+        if x.dims[0] != y.dims[0]:
+            raise ValueError(
+                f"{str(y.file)!r} holds {y.dims[0]} labels but {str(x.file)!r} holds "
+                f"{x.dims[0]} images: the counts must match"
+            )
+    out = {}
+    for part in ("train", "test"):
+        y_head = headers[f"y_{part}"]
+        labels = _check_labels(y_head.file, _idx_payload(y_head, "labels"))
+        raw = _idx_payload(headers[f"x_{part}"], "images")
+        n = labels.shape[0]
+        out[part] = (
+            _to_float([raw.reshape(n, -1)], (1, _MNIST_SIDE, _MNIST_SIDE), layout),
+            labels,
+        )
+    return Split(*out["train"], *out["test"])
+
+
+def load_mnist(path: str | os.PathLike, *, layout: str = "NCHW") -> Split:
+    """MNIST (LeCun et al. 1998) from the user's copy of its four IDX files.
+
+    ``path`` is the directory holding ``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, each plain or gzipped (``.gz``; the plain file is
+    used when both exist; ``train-images.idx3-ubyte`` spellings are found too), or a
+    torchvision root holding them in ``MNIST/raw``. Nothing is downloaded.
+
+    The split is the published one: the ``train`` files (60 000 images) and the
+    ``t10k`` files (10 000). Images are float32 in [0, 1] (``uint8 / 255``) in
+    ``layout`` (module docstring: ``"NCHW"`` ``(N, 1, 28, 28)``, ``"NHWC"``
+    ``(N, 28, 28, 1)`` or ``"flat"`` ``(N, 784)``), labels int64 in 0..9, both in
+    the files' order.
+
+    Every header is checked before any pixel is read (magic number, 28 × 28 images,
+    each uncompressed file's length against its header, label count against image
+    count); a gzipped file is decompressed no further than its header announces plus
+    one byte. A missing file raises :class:`FileNotFoundError`, a malformed one
+    :class:`ValueError`; both name the file.
+
+    :param path: the directory (``str`` or :class:`os.PathLike`).
+    :param layout: ``"NCHW"`` (default), ``"NHWC"`` or ``"flat"``.
+    :returns: a :class:`Split` ``(x_train, y_train, x_test, y_test)``.
+    """
+    return _load_idx(path, layout, "MNIST", "MNIST")
+
+
+def load_fashion_mnist(path: str | os.PathLike, *, layout: str = "NCHW") -> Split:
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the user's copy of its four
+    IDX files: the same file names and format as MNIST (see :func:`load_mnist`; a
+    torchvision root holds them in ``FashionMNIST/raw``).
+
+    The split is the published one (60 000 / 10 000 images); images float32 in
+    [0, 1] (``uint8 / 255``) in ``layout``, labels int64 in 0..9 (T-shirt/top,
+    trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot).
+
+    :param path: the directory (``str`` or :class:`os.PathLike`).
+    :param layout: ``"NCHW"`` (default), ``"NHWC"`` or ``"flat"``.
+    :returns: a :class:`Split` ``(x_train, y_train, x_test, y_test)``.
+    """
+    return _load_idx(path, layout, "Fashion-MNIST", "FashionMNIST")
+
+
+# ---- CIFAR-10 (python pickle batches) ---------------------------------------------
+
+_RECONSTRUCT: Any = np.zeros(1).__reduce__()[0]  # NumPy's ndarray reconstructor
+_SCALAR: Any = np.int64(0).__reduce__()[0]  # NumPy's scalar reconstructor
+
+
+def _reconstruct(cls: Any, shape: Any, typecode: Any) -> Any:
+    # an array pickle starts from an empty ndarray, then sets its state
+    if cls is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(
+            f"unexpected array reconstruction {cls!r}, shape {shape!r}"
+        )
+    return _RECONSTRUCT(cls, shape, typecode)
+
+
+def _dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    if not isinstance(spec, bytes | str):
+        raise pickle.UnpicklingError(f"unexpected dtype {spec!r}")
+    # copy=True (as NumPy pickles it): the state set next must not alter the
+    # shared built-in dtype
+    text = spec.decode("ascii") if isinstance(spec, bytes) else spec
+    d = np.dtype(text, align=bool(align), copy=bool(copy))
+    if d.kind not in "biuf":
+        raise pickle.UnpicklingError(f"refused dtype {d} (only numeric arrays)")
+    return d
+
+
+def _scalar(typecode: Any, *state: Any) -> Any:
+    if not isinstance(typecode, np.dtype) or typecode.kind not in "biuf":
+        raise pickle.UnpicklingError(f"refused scalar of type {typecode!r}")
+    return _SCALAR(typecode, *state)
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): _dtype,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only the globals of NumPy arrays (:data:`_ALLOWED_GLOBALS`):
+    unpickling anything else could run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load the global {module}.{name}: only NumPy arrays are "
+                "allowed (unpickling a global can run code)"
+            ) from None
+
+
+def _cifar_dir(path: Path) -> Path:
+    if path.name == _CIFAR_DIR or any(
+        (path / n).exists() for n in (*_CIFAR_TRAIN, _CIFAR_TEST)
+    ):
+        return path
+    if (path / _CIFAR_DIR).is_dir():
+        return path / _CIFAR_DIR
+    raise FileNotFoundError(
+        f"CIFAR-10: no batches in {str(path)!r} and no {_CIFAR_DIR!r} in it: expected "
+        f"data_batch_1 .. data_batch_5 and test_batch (the python version, "
+        "cifar-10-python.tar.gz extracted)"
+    )
+
+
+def _cifar_key(file: Path, batch: dict, key: str) -> Any:
+    for k in (key.encode("ascii"), key):
+        if k in batch:
+            return batch[k]
+    keys = ", ".join(repr(k) for k in list(batch)[:8])
+    raise ValueError(
+        f"{str(file)!r}: no key b{key!r} in the batch (keys: {keys}): not a CIFAR-10 "
+        "python batch"
+    )
+
+
+def _cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's ``(uint8 pixels (n, 3072), int64 labels (n,))``, checked."""
+    name = repr(str(file))
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"CIFAR-10: no file {name}: expected the python batches "
+            f"{', '.join(_CIFAR_TRAIN)} and {_CIFAR_TEST} in {str(file.parent)!r}"
+        )
+    raw = file.read_bytes()
+    stream = io.BytesIO(raw)
+    try:
+        batch = _ArrayUnpickler(stream, encoding="bytes").load()
+    except EOFError:
+        raise ValueError(f"{name}: truncated: the pickle ends early") from None
+    except pickle.UnpicklingError as err:
+        what = "truncated" if "truncated" in str(err) else "not a CIFAR-10 batch"
+        raise ValueError(f"{name}: {what}: {err}") from None
+    except Exception as err:  # malformed opcodes or array state
+        raise ValueError(
+            f"{name}: not a CIFAR-10 python batch, the pickle does not load "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    if stream.tell() != len(raw):
+        raise ValueError(
+            f"{name}: {len(raw) - stream.tell()} extra bytes after the pickle"
+        )
+    if not isinstance(batch, dict):
+        raise ValueError(
+            f"{name}: holds a {type(batch).__name__}, expected the dict of a CIFAR-10 "
+            "python batch"
+        )
+    data = _cifar_key(file, batch, "data")
+    size = int(np.prod(_CIFAR_CHW))
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != size
+    ):
+        desc = (
+            f"{data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else type(data).__name__
+        )
+        raise ValueError(
+            f"{name}: b'data' is a {desc}, expected uint8 of shape (N, {size})"
+        )
+    labels = _cifar_key(file, batch, "labels")
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu"
+    else:
+        ok = isinstance(labels, list | tuple) and all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels
+        )
+    if not ok:
+        raise ValueError(
+            f"{name}: b'labels' must be a list of ints, got {type(labels).__name__}"
+        )
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.shape[0] != data.shape[0]:
+        raise ValueError(
+            f"{name}: {labels.shape[0]} labels for {data.shape[0]} images: the counts "
+            "must match"
+        )
+    return data, _check_labels(file, labels)
+
+
+def load_cifar10(path: str | os.PathLike, *, layout: str = "NCHW") -> Split:
+    """CIFAR-10 (Krizhevsky 2009) from the user's copy of its python batches.
+
+    ``path`` is the directory ``cifar-10-batches-py`` (``cifar-10-python.tar.gz``
+    extracted; also a torchvision root) or its parent. The split is the published
+    one: ``data_batch_1`` .. ``data_batch_5`` (50 000 images, in that order) and
+    ``test_batch`` (10 000). Each batch is a pickled dict with ``b"data"`` (uint8,
+    ``(N, 3072)``: per image 1 024 red, 1 024 green, 1 024 blue values, each plane
+    row by row) and ``b"labels"`` (N ints). Images are float32 in [0, 1]
+    (``uint8 / 255``) in ``layout`` (``"NCHW"`` ``(N, 3, 32, 32)``, ``"NHWC"``
+    ``(N, 32, 32, 3)``, ``"flat"`` ``(N, 3072)`` as in the file), labels int64 in
+    0..9 (airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck).
+
+    **Security:** the batches are pickles, and unpickling can run code. They are read
+    with a restricted unpickler that resolves only NumPy's array globals and refuses
+    every other (module docstring), so a tampered file raises :class:`ValueError`
+    instead of running anything.
+
+    All six batches are read and checked (keys, dtype, shape, label count and range)
+    before the float32 arrays are allocated. A missing batch raises
+    :class:`FileNotFoundError`, a malformed one :class:`ValueError`; both name the
+    file.
+
+    :param path: the directory (``str`` or :class:`os.PathLike`).
+    :param layout: ``"NCHW"`` (default), ``"NHWC"`` or ``"flat"``.
+    :returns: a :class:`Split` ``(x_train, y_train, x_test, y_test)``.
+    """
+    layout = _check_layout(layout)
+    directory = _cifar_dir(_check_dir(path, "the CIFAR-10 python batches"))
+    for n in (*_CIFAR_TRAIN, _CIFAR_TEST):  # every file present before any is read
+        if not (directory / n).is_file():
+            _cifar_batch(directory / n)  # raises FileNotFoundError, naming it
+    train = [_cifar_batch(directory / n) for n in _CIFAR_TRAIN]
+    test = [_cifar_batch(directory / _CIFAR_TEST)]
+    return Split(
+        _to_float([d for d, _ in train], _CIFAR_CHW, layout),
+        np.concatenate([y for _, y in train]),
+        _to_float([d for d, _ in test], _CIFAR_CHW, layout),
+        test[0][1],
     )
