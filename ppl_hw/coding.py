@@ -376,7 +376,13 @@ def _check_header(raw: bytes, version: int, where: str) -> dict:
         out[group] = checked
     if not out["sites"]:
         raise ValueError(f"{where}: header field sites is empty (nothing was coded)")
-    num_weights = sum(max(1, math.prod(s["shape"])) for s in out["sites"])
+    for i, s in enumerate(out["sites"]):
+        if 0 in s["shape"]:
+            raise ValueError(
+                f"{where}: header field sites[{i}].shape {list(s['shape'])} holds no "
+                "weight (a coded site has at least one)"
+            )
+    num_weights = sum(math.prod(s["shape"]) for s in out["sites"])
     out["num_blocks"] = _header_int(
         header["num_blocks"], "num_blocks", where, 1, num_weights
     )
@@ -420,6 +426,49 @@ def _gaussians(guide: Any, params: Any) -> tuple[dict, dict, dict]:
     if gaussians is None:
         raise _common.not_gaussian(guide)
     return gaussians(guide, params)
+
+
+def _first_bad(a: np.ndarray, ok: np.ndarray) -> str:
+    """``"k of n values, the first at index i: v"``: where ``ok`` fails."""
+    a = np.asarray(a)
+    bad = ~np.broadcast_to(ok, a.shape)
+    first = np.unravel_index(int(np.argmax(bad)), a.shape) if a.ndim else ()
+    return (
+        f"{int(bad.sum())} of {a.size} values, the first at index "
+        f"{tuple(int(i) for i in first)}: {float(a[first])}"
+    )
+
+
+def _check_gaussians(post: dict, prior: dict, points: dict) -> None:
+    """Refuse, naming the site, what cannot be coded: a non-finite posterior mean, a
+    posterior scale that is not finite and positive (a zero scale has an infinite
+    KL), the same for the prior, and non-finite stored values — before any block is
+    drawn (a NaN would otherwise surface as "cannot convert float NaN to integer")."""
+    checks = (
+        (post, 0, "posterior mean", False),
+        (post, 1, "posterior scale", True),
+        (prior, 0, "prior mean", False),
+        (prior, 1, "prior scale", True),
+    )
+    for table, i, what, positive in checks:
+        for name in sorted(table):
+            a = np.asarray(table[name][i], np.float64)
+            ok = np.isfinite(a) & (a > 0) if positive else np.isfinite(a)
+            if not np.all(ok):
+                need = "finite and > 0" if positive else "finite"
+                raise ValueError(
+                    f"cannot code site {name!r}: its {what} must be {need}, and "
+                    f"{_first_bad(a, ok)} are not (was the guide trained on a NaN "
+                    "loss, or its parameters edited?)"
+                )
+    for name in sorted(points):
+        a = np.asarray(points[name], np.float64)
+        ok = np.isfinite(a)
+        if not np.all(ok):
+            raise ValueError(
+                f"cannot store site {name!r}: its posterior median must be finite, "
+                f"and {_first_bad(a, ok)} are not"
+            )
 
 
 def _guide_blocks(guide: Any) -> _cc.Blocks | None:
@@ -551,6 +600,7 @@ def encode(
     if finetune is not None and not callable(finetune):
         raise TypeError(f"finetune must be callable or None, got {finetune!r}")
     post, prior, points = _gaussians(guide, params)
+    _check_gaussians(post, prior, points)
     if not post:
         raise ValueError(
             "encode codes the sites with a Normal prior on the real line, and this "
@@ -559,7 +609,13 @@ def encode(
         )
     names = sorted(post)  # the coding order (the blocks of budget_split="blocks")
     shapes = [tuple(np.shape(post[n][0])) for n in names]
-    sizes = [max(1, math.prod(s)) for s in shapes]
+    empty = [n for n, s in zip(names, shapes, strict=True) if 0 in s]
+    if empty:
+        raise ValueError(
+            f"encode: the sites {empty} hold no weight (a dimension of size 0); "
+            "leave them out of the model or give them a size"
+        )
+    sizes = [math.prod(s) for s in shapes]
     locs = [_compact(prior[n][0]) for n in names]
     scales = [_compact(prior[n][1]) for n in names]
 
@@ -711,7 +767,7 @@ def decode(compressed: CompressedModel, backend: str | None = None) -> dict[str,
         raise ValueError(f"backend must be None, 'numpyro' or 'pyro', got {backend!r}")
     to_array = None if backend is None else _common.ARRAYS.by_name(backend)
     shapes = [s for _, s in compressed.sites]
-    sizes = [max(1, math.prod(s)) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
     nu = _flatten(compressed.locs, shapes)
     rho = _flatten(compressed.scales, shapes)
     flat = _cc.decode_blocks(

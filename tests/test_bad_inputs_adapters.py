@@ -19,6 +19,9 @@ import ppl_hw.numpyro.nn as nnn
 import ppl_hw.pyro.infer as pinfer
 import ppl_hw.pyro.models as pmodels
 import ppl_hw.pyro.nn as pnn
+from ppl_hw import coding
+from ppl_hw.arviz import from_guide
+from ppl_hw.devices import PCM, gaussian_noise
 
 
 def _numpyro():
@@ -263,6 +266,377 @@ CASES = [
         ["activation", "'gelu'"],
     ),
 ]
+
+
+def _modules(prefix):
+    import importlib
+
+    def mod(name):
+        return importlib.import_module(f"ppl_hw.{prefix}.{name}")
+
+    return types.SimpleNamespace(
+        ag=mod("autoguide"),
+        d=mod("distributions"),
+        h=mod("handlers"),
+        dp=mod("deploy"),
+        bnn=mod("bnn"),
+    )
+
+
+MODULES = {"numpyro": lambda: _modules("numpyro"), "pyro": lambda: _modules("pyro")}
+
+
+noise = gaussian_noise(500)
+
+
+def m(b):
+    return lambda x=None: b.models.mlp_classifier(
+        b.array(np.zeros((4, 3), np.float32)), hidden=(2,)
+    )
+
+
+def _sweep(b, M, **kw):
+    x, y = b.array(np.zeros((4, 3))), b.array(np.zeros(4))
+    return M.dp.deployment_sweep(m(b), _noop, x, y, device=PCM(), **kw)
+
+
+#: guides, distributions, the crossbar handler, devices, sweeps, ArviZ, coding,
+#: bayesian(): ``call(b, M)`` with ``M`` the backend's modules
+MORE_CASES = [
+    (
+        "meankl budget nan",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=math.nan),
+        ValueError,
+        ["kl_budget_bits", "nan"],
+    ),
+    (
+        "meankl budget negative",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=-1.0),
+        ValueError,
+        ["kl_budget_bits", "-1.0"],
+    ),
+    (
+        "meankl budget both",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=10.0, kl_budget_nats=10.0),
+        ValueError,
+        ["kl_budget_bits", "kl_budget_nats", "exactly one"],
+    ),
+    (
+        "meankl budget none",
+        lambda b, M: M.ag.AutoMeanKL(m(b)),
+        ValueError,
+        ["kl_budget_bits", "kl_budget_nats", "exactly one"],
+    ),
+    (
+        "meankl budget str",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits="10"),
+        TypeError,
+        ["kl_budget_bits", "'10'"],
+    ),
+    (
+        "meankl split",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=10.0, budget_split="blockz"),
+        ValueError,
+        ["budget_split", "'blockz'"],
+    ),
+    (
+        "meankl bits_per_block 25",
+        lambda b, M: M.ag.AutoMeanKL(
+            m(b), kl_budget_bits=100.0, budget_split="blocks", bits_per_block=25
+        ),
+        ValueError,
+        ["bits_per_block", "25"],
+    ),
+    (
+        "meankl block_seed negative",
+        lambda b, M: M.ag.AutoMeanKL(
+            m(b),
+            kl_budget_bits=100.0,
+            budget_split="blocks",
+            bits_per_block=8,
+            block_seed=-1,
+        ),
+        ValueError,
+        ["block_seed", "-1"],
+    ),
+    (
+        "meankl init_scale 0",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=10.0, init_scale=0.0),
+        ValueError,
+        ["init_scale", "0.0"],
+    ),
+    (
+        "meankl init_scale inf",
+        lambda b, M: M.ag.AutoMeanKL(m(b), kl_budget_bits=10.0, init_scale=math.inf),
+        ValueError,
+        ["init_scale", "inf"],
+    ),
+    (
+        "scaledrop p 1",
+        lambda b, M: M.ag.AutoScaleDropout(m(b), p=1.0),
+        ValueError,
+        ["p must", "1.0"],
+    ),
+    (
+        "scaledrop p negative",
+        lambda b, M: M.ag.AutoScaleDropout(m(b), p=-0.1),
+        ValueError,
+        ["p must", "-0.1"],
+    ),
+    (
+        "scaledrop p str",
+        lambda b, M: M.ag.AutoScaleDropout(m(b), p="0.1"),
+        TypeError,
+        ["p must", "'0.1'"],
+    ),
+    (
+        "scaledrop dropped",
+        lambda b, M: M.ag.AutoScaleDropout(m(b), p=0.1, dropped="two"),
+        ValueError,
+        ["dropped", "'two'"],
+    ),
+    (
+        "devicenoise noise None",
+        lambda b, M: M.ag.AutoDeviceNoise(m(b), noise=None),
+        TypeError,
+        ["noise", "EmpiricalNoise", "NoneType"],
+    ),
+    (
+        "devicenoise init_scale neg",
+        lambda b, M: M.ag.AutoDeviceNoise(
+            m(b), noise=M.d.EmpiricalNoise(noise), init_scale=-1.0
+        ),
+        ValueError,
+        ["init_scale", "-1.0"],
+    ),
+    (
+        "DeviceNoise scale inf",
+        lambda b, M: M.d.DeviceNoise(
+            b.array(0.0), b.array(math.inf), M.d.EmpiricalNoise(noise)
+        ),
+        ValueError,
+        ["scale", "inf"],
+    ),
+    (
+        "DeviceNoise noise None",
+        lambda b, M: M.d.DeviceNoise(b.array(0.0), b.array(1.0), None),
+        TypeError,
+        ["noise", "EmpiricalNoise", "NoneType"],
+    ),
+    (
+        "SpikeAndSlab pi 1.5",
+        lambda b, M: M.d.SpikeAndSlab(1.5, 0.1, 1.0),
+        ValueError,
+        ["prob", "1.5"],
+    ),
+    (
+        "SpikeAndSlab scale 0",
+        lambda b, M: M.d.SpikeAndSlab(0.5, 0.0, 1.0),
+        ValueError,
+        ["spike_scale", "0.0"],
+    ),
+    (
+        "SpikeAndSlab scale nan",
+        lambda b, M: M.d.SpikeAndSlab(0.5, 0.1, math.nan),
+        ValueError,
+        ["slab_scale", "nan"],
+    ),
+    (
+        "DiscreteWeight duplicate values",
+        lambda b, M: M.d.DiscreteWeight([0.0, 0.0, 1.0], logits=b.array(np.zeros(3))),
+        ValueError,
+        ["values", "[0.0, 0.0, 1.0]"],
+    ),
+    (
+        "DiscreteWeight values nan",
+        lambda b, M: M.d.DiscreteWeight(
+            [-1.0, math.nan, 1.0], logits=b.array(np.zeros(3))
+        ),
+        ValueError,
+        ["values", "nan"],
+    ),
+    (
+        "DiscreteWeight logits shape",
+        lambda b, M: M.d.DiscreteWeight([-1.0, 0.0, 1.0], logits=b.array(np.zeros(4))),
+        ValueError,
+        ["logits", "(4,)"],
+    ),
+    (
+        "DiscreteWeight one value",
+        lambda b, M: M.d.DiscreteWeight([1.0], logits=b.array(np.zeros(1))),
+        ValueError,
+        ["values", "[1.0]"],
+    ),
+    (
+        "crossbar device str",
+        lambda b, M: M.h.crossbar(device="pcm"),
+        TypeError,
+        ["device", "str"],
+    ),
+    (
+        "crossbar t_inference negative",
+        lambda b, M: M.h.crossbar(device=PCM(), t_inference=-1.0),
+        ValueError,
+        ["t_inference", "-1.0"],
+    ),
+    (
+        "crossbar t_inference inf",
+        lambda b, M: M.h.crossbar(device=PCM(), t_inference=math.inf),
+        ValueError,
+        ["t_inference", "inf"],
+    ),
+    (
+        "crossbar seed 2**64",
+        lambda b, M: M.h.crossbar(device=PCM(), seed=2**64),
+        ValueError,
+        ["seed", "18446744073709551616"],
+    ),
+    (
+        "crossbar seed float",
+        lambda b, M: M.h.crossbar(device=PCM(), seed=1.5),
+        TypeError,
+        ["seed", "1.5"],
+    ),
+    (
+        "crossbar reprogram",
+        lambda b, M: M.h.crossbar(device=PCM(), reprogram="twice"),
+        ValueError,
+        ["reprogram", "'twice'"],
+    ),
+    (
+        "crossbar sites int key",
+        lambda b, M: M.h.crossbar(device=PCM(), sites={1: PCM()}),
+        TypeError,
+        ["sites", "1"],
+    ),
+    (
+        "PCM gmax negative",
+        lambda b, M: PCM(gmax=-1.0),
+        ValueError,
+        ["gmax", "-1.0"],
+    ),
+    (
+        "PCM levels 1",
+        lambda b, M: PCM(levels=1),
+        ValueError,
+        ["levels", "1"],
+    ),
+    (
+        "PCM drift model",
+        lambda b, M: PCM(drift="linear"),
+        ValueError,
+        ["drift", "'linear'"],
+    ),
+    (
+        "PCM t_read 0",
+        lambda b, M: PCM(t_read=0.0),
+        ValueError,
+        ["t_read", "0.0"],
+    ),
+    (
+        "PCM programming_sigma nan",
+        lambda b, M: PCM(programming_sigma=math.nan),
+        ValueError,
+        ["programming_sigma", "nan"],
+    ),
+    (
+        "sweep chips 0",
+        lambda b, M: _sweep(b, M, times=[0.0], chips=0),
+        ValueError,
+        ["chips", "0"],
+    ),
+    (
+        "sweep times negative",
+        lambda b, M: _sweep(b, M, times=[-1.0]),
+        ValueError,
+        ["times[0]", "-1.0"],
+    ),
+    (
+        "sweep task",
+        lambda b, M: _sweep(b, M, times=[0.0], task="ranking"),
+        ValueError,
+        ["task", "'ranking'"],
+    ),
+    (
+        "sweep num_samples float",
+        lambda b, M: _sweep(b, M, times=[0.0], num_samples=2.5),
+        TypeError,
+        ["num_samples", "2.5"],
+    ),
+    (
+        "from_guide num_samples 0",
+        lambda b, M: from_guide(m(b), _noop, {}, num_samples=0),
+        ValueError,
+        ["num_samples", "0"],
+    ),
+    (
+        "from_guide model None",
+        lambda b, M: from_guide(None, _noop, {}),
+        TypeError,
+        ["model", "None"],
+    ),
+    (
+        "encode bits 25",
+        lambda b, M: coding.encode(_noop, {}, bits_per_block=25),
+        ValueError,
+        ["bits_per_block", "25"],
+    ),
+    (
+        "encode seed negative",
+        lambda b, M: coding.encode(_noop, {}, seed=-1),
+        ValueError,
+        ["seed", "-1"],
+    ),
+    (
+        "encode selection",
+        lambda b, M: coding.encode(_noop, {}, selection="best"),
+        ValueError,
+        ["selection", "'best'"],
+    ),
+    (
+        "encode chunks 0",
+        lambda b, M: coding.encode(_noop, {}, chunks=0),
+        ValueError,
+        ["chunks", "0"],
+    ),
+    (
+        "encode executor class",
+        lambda b, M: coding.encode(_noop, {}, executor=object),
+        TypeError,
+        ["executor", "object"],
+    ),
+    (
+        "encode kl_bits_per_block 0",
+        lambda b, M: coding.encode(_noop, {}, kl_bits_per_block=0),
+        ValueError,
+        ["kl_bits_per_block", "0"],
+    ),
+    (
+        "encode finetune not callable",
+        lambda b, M: coding.encode(_noop, {}, finetune=3),
+        TypeError,
+        ["finetune", "3"],
+    ),
+    (
+        "bayesian likelihood",
+        lambda b, M: M.bnn.bayesian(None, None, likelihood="poisson"),
+        TypeError,
+        ["module", "None"],
+    ),
+]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize(
+    "call, exc, words", [c[1:] for c in MORE_CASES], ids=[c[0] for c in MORE_CASES]
+)
+def test_more_bad_inputs_are_refused_naming_the_argument(backend, call, exc, words):
+    b, M = BACKENDS[backend](), MODULES[backend]()
+    with pytest.raises(exc) as info:
+        call(b, M)
+    message = str(info.value)
+    for word in words:
+        assert word in message, (word, message)
 
 
 @pytest.mark.parametrize("backend", sorted(BACKENDS))

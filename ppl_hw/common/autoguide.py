@@ -25,6 +25,7 @@ __all__ = [
     "check_num_samples",
     "meankl_init",
     "meankl_sites",
+    "nonfinite_guide_error",
     "not_run_yet",
     "scale_site_selector",
     "warn_untraceable",
@@ -158,6 +159,23 @@ def meankl_sites(
             "use AutoNormal for it"
         )
     return budgeted, outside
+
+
+def nonfinite_guide_error(
+    guide: str, bad: list[tuple[str, str, int, int]]
+) -> FloatingPointError:
+    """The error both adapters' guides raise when a parameter they hand to a sample
+    site is not finite: ``bad`` lists ``(site, parameter, count, size)``."""
+    parts = "; ".join(
+        f"site {site!r} {what}: {count} of {size} values"
+        for site, what, count, size in bad
+    )
+    return FloatingPointError(
+        f"{guide}: non-finite guide parameters ({parts}). Training stopped: the step "
+        "before ran on a NaN or infinite loss or gradient. Lower the learning rate, "
+        "check the model's log density at the initial values (e.g. a prior scale of "
+        "inf), or restart from the last finite parameters."
+    )
 
 
 def warn_untraceable(err: Exception) -> None:

@@ -27,7 +27,9 @@ ARRAYS = Registry("array converter")
 
 
 def check_bits_per_block(bits_per_block: Any) -> int:
-    """The coder's range: an int in 1..24."""
+    """The coder's range: an int in 1..24 (a file may claim no more either: 2**24 is
+    the spacing of the blocks' candidate streams, ``GENERATOR_VERSION`` in
+    :mod:`ppl_hw.core.coding`)."""
     bits = check_int("bits_per_block", bits_per_block)
     if not 1 <= bits <= 24:
         raise ValueError(f"bits_per_block must be in 1..24, got {bits}")

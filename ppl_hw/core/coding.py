@@ -7,6 +7,11 @@ bits (:math:`b \ln 2` nats), so a block mixes weights of every layer. The permut
 is reproducible across processes, platforms and NumPy versions: it sorts raw 64-bit
 words of the Philox-4x64 counter-based bit generator (its output is fixed by the
 algorithm, unlike ``Generator.permutation``).
+
+The coded file these blocks and streams make (byte layout, CRC-32 variant, Philox key
+and counter conventions, block boundaries, the candidates' arithmetic) is specified in
+``docs/coding.md``, "The file format"; ``tests/test_coded_format_reader.py`` decodes
+it from that specification alone.
 """
 
 from __future__ import annotations
@@ -44,12 +49,22 @@ GENERATOR_VERSION = 1
    (``scipy.special.ndtri``, float64); candidate ``k`` of the block is
    ``float32(ν + ρ z[k*n:(k+1)*n])`` with ν, ρ the float32 coding loc and scale.
    ``selection="sample"`` draws its index with Gumbel noise from Philox keyed by
-   ``2 * seed + 1`` (``K`` words for block ``b`` at word ``2**24 * b``)."""
+   ``2 * seed + 1`` (``K`` words for block ``b`` at word ``2**24 * b``).
+
+   "Philox-4x64 keyed by ``k``" is NumPy's ``np.random.Philox(key=k)``, 10 rounds:
+   key words ``(k mod 2**64, k >> 64)``; word ``j`` of the stream is lane ``j % 4`` of
+   the output for the 256-bit counter ``j // 4 + 1`` (NumPy increments the counter
+   before it generates each group of four words, so the stream starts at counter 1).
+   ``Φ⁻¹`` is Cephes' ``ndtri`` as in SciPy. The candidate's arithmetic is
+   ``float32(float64(ν) + float64(ρ) * z)``: the product and the sum each rounded to
+   float64 (no fused multiply-add), then rounded to float32."""
 
 
 def philox_raw(seed: int, n: int, offset: int = 0) -> np.ndarray:
     """``n`` raw uint64 words of Philox-4x64 keyed by ``seed`` (the stream position
-    ``offset`` words in): a stable, counter-based stream."""
+    ``offset`` words in): a stable, counter-based stream. Word ``j`` is lane
+    ``j % 4`` of the Philox output for counter ``j // 4 + 1`` (NumPy's convention,
+    :data:`GENERATOR_VERSION`)."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     return np.asarray(_philox_at(seed, offset).random_raw(int(n)), dtype=np.uint64)
@@ -58,7 +73,9 @@ def philox_raw(seed: int, n: int, offset: int = 0) -> np.ndarray:
 def _philox_at(seed: int, offset: int) -> np.random.Philox:
     """Philox-4x64 keyed by ``seed``, positioned ``offset`` words into its stream
     (successive ``random_raw`` calls continue the stream)."""
-    bitgen = np.random.Philox(key=int(seed))
+    bitgen = np.random.Philox(key=int(seed))  # counter 0, no buffered words
+    # advance(a) adds a to the counter, i.e. skips a groups of four words; the
+    # remaining offset % 4 words of the next group are drawn and dropped
     if offset:
         bitgen.advance(int(offset) // 4)
         skip = int(offset) % 4
@@ -102,6 +119,8 @@ class Blocks:
         return self.order[lo:hi]
 
     def _bounds(self, b: int) -> tuple[int, int]:
+        """Block ``b`` holds the shuffled positions ``⌊b d / k⌋ .. ⌊(b + 1) d / k⌋ - 1``
+        (exact integer arithmetic; block sizes differ by at most one)."""
         d, k = self.num_weights, self.num_blocks
         return (b * d) // k, ((b + 1) * d) // k
 
@@ -141,6 +160,8 @@ def make_blocks(
         raise ValueError(
             f"num_blocks must be in [1, {d}] (one weight per block), got {num_blocks}"
         )
+    # the flat indices sorted by their word of the stream keyed by ``seed`` (as
+    # uint64); equal words keep the lower flat index first (a stable sort)
     order = np.argsort(philox_raw(seed, d), kind="stable").astype(np.int64)
     block_of = np.empty(d, dtype=np.int64)
     for b in range(num_blocks):
@@ -267,7 +288,8 @@ def _gaussian_logpdf_ratio(w, mu, sigma, nu, rho):
     quadratic ``w² · a + w · b + c`` (two matrix-vector products over the
     candidates instead of a dozen elementwise passes)."""
     a, b, c = _quadratic(mu, sigma, nu, rho)
-    return (w * w) @ a + w @ b + c
+    with np.errstate(invalid="ignore", over="ignore"):  # z = inf: NaN, see below
+        return (w * w) @ a + w @ b + c
 
 
 def _fast_form(mu, sigma, nu, rho) -> tuple[np.ndarray, np.ndarray, float]:
@@ -342,10 +364,17 @@ def _select_fast(seed, start, n, k, form, bound, noise, exact):
     at = np.concatenate(kept_at)
     near = np.concatenate(kept_score) >= best - _window(best, bound)
     at, words = at[near], np.concatenate(kept_words)[near]
-    logw = exact(words)
+    logw = _finite_scores(exact(words))
     if noise is not None:
         logw = logw + noise[at]
     return int(at[np.argmax(logw)])
+
+
+def _finite_scores(logw: np.ndarray) -> np.ndarray:
+    """Scores with NaN as ``-inf``: a candidate whose uniform word is exactly 1 has
+    ``z = +inf`` (odds 2**-53 per word) and scores NaN, which ``np.argmax`` would
+    pick; it can never be the sample."""
+    return np.where(np.isnan(logw), -np.inf, logw)
 
 
 def _gumbel(seed: int, b: int, k: int) -> np.ndarray:
@@ -469,7 +498,7 @@ def encode_range(task: RangeTask) -> tuple[np.ndarray, np.ndarray]:
         if j is None:  # the exact scorer
             z = candidate_normals(seed, start, n, k)
             w = (gauss[2] + gauss[3] * z).astype(np.float32)
-            logw = _gaussian_logpdf_ratio(w.astype(np.float64), *gauss)
+            logw = _finite_scores(_gaussian_logpdf_ratio(w.astype(np.float64), *gauss))
             j = int(np.argmax(logw if noise is None else logw + noise))
         indices[i] = j
         z = candidate_normals(seed, start, n, 1, first=j)[0]
@@ -597,7 +626,11 @@ _builtin_map = map
 def decode_blocks(
     indices: np.ndarray, nu: np.ndarray, rho: np.ndarray, blocks: Blocks, seed: int
 ) -> np.ndarray:
-    """The flat float32 weights of the candidates ``indices`` (one per block)."""
+    """The flat float32 weights of the candidates ``indices`` (one per block): the
+    ``t``-th weight of block ``b`` (flat index ``blocks.members(b)[t]``) is
+    ``float32(float64(nu) + float64(rho) * z)`` with ``z`` word
+    ``2**24 * start_b + indices[b] * n_b + t`` of the stream keyed by ``2 * seed``
+    (:data:`GENERATOR_VERSION`; ``docs/coding.md``, "The file format")."""
     nu64 = np.asarray(nu, np.float32).astype(np.float64)
     rho64 = np.asarray(rho, np.float32).astype(np.float64)
     weights = np.zeros(blocks.num_weights, np.float32)
@@ -611,7 +644,9 @@ def decode_blocks(
 
 def pack_bits(values: np.ndarray, bits: int) -> bytes:
     """Unsigned integers ``< 2**bits`` packed big-endian at exactly ``bits`` bits each
-    (the last byte zero-padded)."""
+    (the last byte zero-padded): each value's most significant bit first, the values
+    in order, eight bits to a byte with the first bit as the byte's most significant
+    (``np.packbits`` order)."""
     v = np.asarray(values, np.uint64)
     if np.any(v >> np.uint64(bits)):
         raise ValueError(f"values must be < 2**{bits}")

@@ -62,6 +62,7 @@ the inverse cdf finds its cell by a binary search of the cumulative table.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ __all__ = [
     "DENSITY_FLOOR",
     "FLAT_SLOPE",
     "GRID_MARGIN",
+    "MAX_KNOTS",
+    "MIN_RESOLUTION",
     "MIN_SAMPLES",
     "NoiseTable",
     "as_sample_array",
@@ -89,6 +92,17 @@ __all__ = [
 
 MIN_SAMPLES = 100
 """Fewest noise samples accepted: a density estimate from fewer is mostly kernel."""
+
+MAX_KNOTS = 2**20 + 1
+"""Most grid knots (given as ``num_knots`` or needed for four knots per bandwidth
+across the samples' range): 1 048 577 knots, 25 MB of tables in float64."""
+
+MIN_RESOLUTION = 64
+"""The samples' standard deviation must span at least this many float64 steps at
+their largest magnitude (e.g. ``1e10 + 1e-3 * N(0, 1)`` spans 526): below that they
+are rounded to a few levels per standard deviation (coarser than the kernel
+bandwidth for large sample sizes), and a density fitted to them would describe the
+rounding, not the noise."""
 
 GRID_MARGIN = 6.0
 """The grid extends this many bandwidths beyond the smallest and largest sample."""
@@ -165,10 +179,19 @@ class NoiseTable:
         return self.cells.astype(np.complex128 if wide else np.complex64)
 
 
+def _binary_exponent(arr: np.ndarray) -> int:
+    """``p`` with ``max|arr| * 2**-p`` in [0.5, 1): scaling by ``2**-p`` is exact, so
+    the location-scale fit is done on values of order 1 whatever the samples' units
+    (no overflow near 1e308, no underflow near 1e-308)."""
+    return int(np.frexp(np.max(np.abs(arr)))[1])
+
+
 def as_sample_array(samples: Any, name: str = "samples") -> np.ndarray:
     """``samples`` (NumPy, JAX or torch, any float or int dtype) as a float64 NumPy
     vector, checked: 1-D, at least :data:`MIN_SAMPLES` values, all finite, not all
-    equal."""
+    equal, and spread over at least :data:`MIN_RESOLUTION` float64 steps (standard
+    deviation) at their magnitude. Any units are accepted: ``1e-300 * N(0, 1)`` is
+    as good as ``N(0, 1)``."""
     if hasattr(samples, "detach"):  # torch, without importing it
         samples = samples.detach().cpu().numpy()
     if isinstance(samples, str | bytes | os.PathLike):
@@ -198,16 +221,111 @@ def as_sample_array(samples: Any, name: str = "samples") -> np.ndarray:
             f"{name} must be finite, got {arr[i]} at index {i} "
             f"({int(bad.sum())} non-finite values)"
         )
-    if arr.std() == 0.0:
-        raise ValueError(f"{name} must not all be equal (zero variance), got {arr[0]}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise ValueError(
+            f"{name} must not all be equal (zero variance), got {lo!r} "
+            f"({arr.size} times)"
+        )
+    x = np.ldexp(arr, -_binary_exponent(arr))  # exact; max |x| in [0.5, 1)
+    std = float(x.std())
+    step = float(np.spacing(np.max(np.abs(x))))
+    if std < MIN_RESOLUTION * step:
+        raise ValueError(
+            f"{name} vary too little for float64: their standard deviation "
+            f"{float(np.ldexp(std, _binary_exponent(arr))):.3g} is "
+            f"{std / step:.3g} float64 steps at their magnitude "
+            f"{max(abs(lo), abs(hi)):.3g} (at least {MIN_RESOLUTION} needed), so they "
+            "are rounded to a few levels and a fitted density would describe the "
+            "rounding; record the noise relative to its nominal value (subtract the "
+            "offset before rounding to float64)"
+        )
     return arr
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _read_whole_file(path: str) -> bytes:
+    """The file's bytes, read once; refused if the file changed while it was read
+    (its size, modification time or inode differ before and after, or the bytes read
+    are not its size), e.g. because another process is (re)writing it."""
+    before = os.stat(path)
+    data = _read_bytes(path)
+    after = os.stat(path)
+    key0 = (before.st_size, before.st_mtime_ns, before.st_ino)
+    key1 = (after.st_size, after.st_mtime_ns, after.st_ino)
+    if key0 != key1 or len(data) != after.st_size:
+        raise ValueError(
+            f"path {path!r} changed while it was read (size {before.st_size} -> "
+            f"{after.st_size} bytes, read {len(data)}; modified "
+            f"{'again' if key0[1:] != key1[1:] else 'in place'}): another process "
+            "is writing it; read it once the writer has finished (write to a "
+            "temporary file and rename it into place)"
+        )
+    return data
+
+
+def _parse_csv(data: bytes, path: str) -> np.ndarray:
+    """A one-column or one-row ``.csv`` of numbers, validated field by field: every
+    row has the same number of fields, every field is a finite number; ``#`` starts
+    a comment; blank lines are skipped. Errors name the line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"path {path!r} is not a text .csv file: byte {err.start} is not UTF-8"
+        ) from err
+    rows: list[list[float]] = []
+    width = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise ValueError(
+                f"path {path!r}: line {number} has {len(fields)} fields, the rows "
+                f"before it {width}; every row must have the same number of fields"
+            )
+        row = []
+        for j, field_text in enumerate(fields, start=1):
+            try:
+                value = float(field_text)
+            except ValueError:
+                raise ValueError(
+                    f"path {path!r} is not a numeric .csv file: line {number}, "
+                    f"field {j} is {field_text!r}, not a number"
+                ) from None
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"path {path!r}: line {number}, field {j} is {field_text!r}; "
+                    "samples must be finite"
+                )
+            row.append(value)
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"path {path!r} holds no numbers")
+    table = np.array(rows, dtype=np.float64)
+    if 1 not in table.shape:
+        raise ValueError(
+            f"path {path!r} must hold one column or one row of numbers, "
+            f"got a table of shape {table.shape}"
+        )
+    return table.reshape(-1)
 
 
 def load_noise_samples(path: Any) -> np.ndarray:
     """Read a 1-D noise sample vector from a ``.npy`` or ``.csv`` file.
 
     A ``.csv`` file holds one number per line (a single column) or a single row;
-    ``#`` starts a comment; no header.
+    ``#`` starts a comment; no header. The file is read once, into memory, and
+    refused if it changed while it was read (another process writing it); every
+    field is validated before the samples are used.
     """
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
@@ -215,47 +333,54 @@ def load_noise_samples(path: Any) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"path {path!r} is not an existing file")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".csv"):
+        raise ValueError(f"path {path!r} must end in .npy or .csv, got {ext!r}")
+    data = _read_whole_file(path)
     if ext == ".npy":
         try:
-            data = np.load(path, allow_pickle=False)
+            samples = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as err:
             raise ValueError(
                 f"path {path!r} is not a readable .npy file: {err}"
             ) from err
-    elif ext == ".csv":
-        try:
-            data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-        except Exception as err:
-            raise ValueError(
-                f"path {path!r} is not a numeric .csv file: {err}"
-            ) from err
-        if 1 not in data.shape:
-            raise ValueError(
-                f"path {path!r} must hold one column or one row of numbers, "
-                f"got a table of shape {data.shape}"
-            )
-        data = data.reshape(-1)
     else:
-        raise ValueError(f"path {path!r} must end in .npy or .csv, got {ext!r}")
-    return as_sample_array(data, name=f"samples in {path!r}")
+        samples = _parse_csv(data, path)
+    return as_sample_array(samples, name=f"samples in {path!r}")
 
 
-def _bandwidth(e: np.ndarray, rule: Any, raw_std: float) -> float:
-    """Bandwidth in the units of the pre-standardised samples ``e`` (std 1)."""
-    n = e.size
+def _check_bandwidth(rule: Any) -> None:
     if isinstance(rule, str):
-        if rule == "silverman":
-            q75, q25 = np.percentile(e, [75, 25])
-            spread = min(1.0, (q75 - q25) / 1.349) if q75 > q25 else 1.0
-            return 0.9 * spread * n ** (-0.2)
-        if rule == "scott":
-            return 1.06 * n ** (-0.2)
-        raise ValueError(f"bandwidth must be 'silverman', 'scott' or > 0, got {rule!r}")
+        if rule not in ("silverman", "scott"):
+            raise ValueError(
+                f"bandwidth must be 'silverman', 'scott' or > 0, got {rule!r}"
+            )
+        return
     if isinstance(rule, bool) or not isinstance(rule, int | float | np.number):
         raise TypeError(f"bandwidth must be a str or a number, got {rule!r}")
     if not (np.isfinite(rule) and rule > 0):
         raise ValueError(f"bandwidth must be 'silverman', 'scott' or > 0, got {rule!r}")
-    return float(rule) / raw_std
+
+
+def _bandwidth(e: np.ndarray, rule: Any, std: float, exponent: int) -> float:
+    """Bandwidth in the units of the pre-standardised samples ``e`` (std 1); the raw
+    samples are ``2**exponent * (std * e + mean)``."""
+    n = e.size
+    if rule == "silverman":
+        q75, q25 = np.percentile(e, [75, 25])
+        spread = min(1.0, (q75 - q25) / 1.349) if q75 > q25 else 1.0
+        return 0.9 * spread * n ** (-0.2)
+    if rule == "scott":
+        return 1.06 * n ** (-0.2)
+    return float(np.ldexp(float(rule), -exponent)) / std
+
+
+def _check_num_knots(num_knots: Any) -> None:
+    if isinstance(num_knots, bool) or not isinstance(num_knots, int | np.integer):
+        raise TypeError(f"num_knots must be an int, got {num_knots!r}")
+    if not 16 <= num_knots <= MAX_KNOTS:
+        raise ValueError(
+            f"num_knots must be >= 16 and <= MAX_KNOTS = {MAX_KNOTS}, got {num_knots}"
+        )
 
 
 def fit_noise_table(
@@ -267,28 +392,29 @@ def fit_noise_table(
     """Fit a :class:`NoiseTable` to raw device-noise samples (see the module docs).
 
     :param samples: 1-D array of at least :data:`MIN_SAMPLES` finite values (NumPy,
-        JAX or torch), not all equal.
+        JAX or torch), not all equal, in any units (see :func:`as_sample_array`).
     :param bandwidth: ``"silverman"`` (default), ``"scott"``, or a positive number in
         the units of ``samples``.
-    :param num_knots: grid knots; raised automatically so that the spacing is at
-        most a quarter of the bandwidth.
+    :param num_knots: grid knots, 16 to :data:`MAX_KNOTS`; raised automatically so
+        that the spacing is at most a quarter of the bandwidth. If that needs more than
+        :data:`MAX_KNOTS` knots (samples whose range is huge in bandwidths: heavy tails
+        or outliers), the fit is refused with the bandwidth that would do.
     """
+    _check_num_knots(num_knots)
+    _check_bandwidth(bandwidth)
     s = as_sample_array(samples)
-    if isinstance(num_knots, bool) or not isinstance(num_knots, int | np.integer):
-        raise TypeError(f"num_knots must be an int, got {num_knots!r}")
-    if num_knots < 16:
-        raise ValueError(f"num_knots must be >= 16, got {num_knots}")
-    mean0, std0 = float(s.mean()), float(s.std())
-    e = (s - mean0) / std0
-    h = _bandwidth(e, bandwidth, std0)
+    # The fit is location-scale: it runs on the samples scaled by an exact power of
+    # two (any units), and loc / scale are scaled back at the end.
+    p = _binary_exponent(s)
+    xs = np.ldexp(s, -p)
+    mean0, std0 = float(xs.mean()), float(xs.std())
+    e = (xs - mean0) / std0
+    h = _bandwidth(e, bandwidth, std0, p)
     a = float(e.min()) - GRID_MARGIN * h
     b = float(e.max()) + GRID_MARGIN * h
     k = int(max(num_knots, math.ceil(4.0 * (b - a) / h) + 1))
-    if k > 2**20 + 1:
-        raise ValueError(
-            f"bandwidth {h * std0:.3g} is too small for the sample range "
-            f"{(b - a) * std0:.3g}: the grid would need {k} knots"
-        )
+    if k > MAX_KNOTS:
+        _refuse_grid(s, e, h, std0, p, bandwidth, k)
     x = np.linspace(a, b, k)
     dx = x[1] - x[0]
 
@@ -338,6 +464,14 @@ def fit_noise_table(
     cell_mass = dz * g[:-1] * _exp_moments(slope, 0)[0]
     cum = left_z + np.concatenate([[0.0], np.cumsum(cell_mass)])
 
+    with np.errstate(over="ignore"):
+        loc = float(np.ldexp(mean0 + std0 * mu, p))
+        scale = float(np.ldexp(std0 * sigma, p))
+    if not (math.isfinite(loc) and math.isfinite(scale)):
+        raise ValueError(
+            f"samples are too large for float64: their fitted location {loc} and "
+            f"scale {scale} overflow; rescale them (e.g. to other units) first"
+        )
     return NoiseTable(
         z0=float(z0),
         dz=float(dz),
@@ -346,10 +480,40 @@ def fit_noise_table(
         cumulative=cum,
         tail_scale=float(tau_z),
         entropy=_entropy(g, lg, slope, dz, tau_z),
-        loc=mean0 + std0 * mu,
-        scale=std0 * sigma,
+        loc=loc,
+        scale=scale,
         bandwidth=float(h / sigma),
         num_samples=int(s.size),
+    )
+
+
+def _refuse_grid(
+    s: np.ndarray, e: np.ndarray, h: float, std: float, p: int, rule: Any, k: int
+) -> None:
+    """The error for a grid of ``k > MAX_KNOTS`` knots, in the user's terms."""
+    width = float(e.max() - e.min())  # standardised units
+    with np.errstate(over="ignore"):
+        raw = float(np.ldexp(std, p))  # raw units per standardised unit
+    # 4 (width + 2 GRID_MARGIN h) / h + 1 <= MAX_KNOTS  <=>  h >= 4 width / (...)
+    need = 4.0 * width / (MAX_KNOTS - 1 - 8 * GRID_MARGIN) * raw * (1 + 1e-9)
+    digits = 2 - math.floor(math.log10(need))  # rounded up to 3 significant digits
+    need = math.ceil(need * 10.0**digits) / 10.0**digits
+    advice = f"pass bandwidth >= {need:.3g} (in the samples' units)"
+    if not isinstance(rule, str):
+        raise ValueError(
+            f"bandwidth {rule!r} is too small for the sample range "
+            f"{s.min():.6g} to {s.max():.6g} ({width / h:.3g} bandwidths): a grid of "
+            f"4 knots per bandwidth would need {k} knots, more than MAX_KNOTS = "
+            f"{MAX_KNOTS}; {advice}"
+        )
+    far = float(np.max(np.abs(e)))
+    raise ValueError(
+        f"samples are too spread out for a tabulated density: their range, "
+        f"{s.min():.6g} to {s.max():.6g}, is {width / h:.3g} times the {rule!r} "
+        f"bandwidth {h * raw:.3g} (from their bulk), so a grid of 4 knots per "
+        f"bandwidth would need {k} knots, more than MAX_KNOTS = {MAX_KNOTS}. Heavy "
+        f"tails or outliers (the farthest sample is {far:.3g} standard deviations "
+        f"from the mean)? Clip or remove the outliers, or {advice}"
     )
 
 

@@ -8,10 +8,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import numpy as np
 
+from ..common.autoguide import nonfinite_guide_error
 from ..core.backend import Backend, SpecialBase
 
-__all__ = ["BACKEND", "JaxSpecial"]
+__all__ = ["BACKEND", "JaxSpecial", "guard_finite"]
 
 
 class JaxSpecial(SpecialBase):
@@ -50,3 +52,32 @@ class JaxSpecial(SpecialBase):
 
 
 BACKEND = Backend("numpyro", jnp, JaxSpecial())
+
+
+def guard_finite(guide: str, values: dict[tuple[str, str], Any]) -> None:
+    """Raise :func:`~ppl_hw.common.autoguide.nonfinite_guide_error` when one of
+    ``values`` (``{(site, parameter): array}``, what a guide hands its sample sites)
+    is not finite: SVI stops at the first step after a NaN loss instead of training
+    on NaN. Eager values are checked here; under ``jit`` one scalar (``sum(v * 0)``
+    is NaN exactly when some value is not finite) drives a ``lax.cond`` whose branch
+    raises from a host callback (JAX re-raises it as a ``JaxRuntimeError`` carrying
+    the message), so a finite step costs one reduction per parameter."""
+    keys = list(values)
+    if not keys:
+        return
+    arrays = [jnp.asarray(values[k]) for k in keys]
+
+    def fail(*found: Any) -> None:
+        bad = [
+            (site, what, int(np.sum(~np.isfinite(a))), int(np.size(a)))
+            for (site, what), a in zip(keys, map(np.asarray, found), strict=True)
+            if not np.isfinite(a).all()
+        ]
+        if bad:  # under vmap both branches of a cond run
+            raise nonfinite_guide_error(guide, bad)
+
+    if not any(isinstance(a, jax.core.Tracer) for a in arrays):
+        fail(*arrays)
+        return
+    bad = jnp.isnan(sum(jnp.sum(a * 0) for a in arrays))
+    jax.lax.cond(bad, lambda: jax.debug.callback(fail, *arrays), lambda: None)

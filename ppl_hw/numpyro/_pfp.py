@@ -22,7 +22,7 @@ from numpyro.infer.elbo import ELBO
 
 from ..common import pfp as gc
 from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
-from ._backend import BACKEND
+from ._backend import BACKEND, guard_finite
 from .distributions import DiscreteWeight
 from .distributions._base import WRAPPERS, base_distribution
 from .nn import Moments, TaylorOutput
@@ -133,12 +133,23 @@ class AutoDiscreteWeight(gc.DiscreteGuideMixin, AutoGuide):
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         out = {}
+        theta = {name: self._theta(name) for name in self._discrete}
+        real = {
+            name: numpyro.param(f"{name}_{self.prefix}_loc", init, constraint=support)
+            for name, (init, support) in self._real.items()
+        }
+        guard_finite(
+            "AutoDiscreteWeight",
+            {
+                **{(n, "logits"): v for n, v in theta.items()},
+                **{(n, "value"): v for n, v in real.items()},
+            },
+        )
         for name, site in self._discrete.items():
-            log_q = self._log_q(name, self._theta(name), jnp, BACKEND.special)
+            log_q = self._log_q(name, theta[name], jnp, BACKEND.special)
             fn = DiscreteWeight(site.values, logits=log_q)
             out[name] = numpyro.sample(name, fn.to_event(len(site.shape)))
-        for name, (init, support) in self._real.items():
-            value = numpyro.param(f"{name}_{self.prefix}_loc", init, constraint=support)
+        for name, value in real.items():
             out[name] = numpyro.sample(name, Delta(value, event_dim=jnp.ndim(value)))
         return out
 

@@ -37,13 +37,14 @@ from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
 from . import _provenance
-from ._backend import BACKEND
+from ._backend import BACKEND, guard_finite
 from .distributions import DeviceNoise, EmpiricalNoise
 from .distributions._base import base_distribution
 
 __all__ = ["AutoDeviceNoise", "AutoDiscreteWeight", "AutoMeanKL", "AutoScaleDropout"]
 
 _xp, _sp = BACKEND.xp, BACKEND.special
+_LS = ("loc", "scale")
 
 
 @jax.custom_jvp
@@ -374,6 +375,14 @@ class AutoMeanKL(AutoNormal):
                     )
         loc_scale = self._loc_scale(ms, phis if self.budget_split != "equal" else None)
         loc_scale.update(outside)
+        guard_finite(
+            "AutoMeanKL",
+            {
+                (n, w): v
+                for n, ls in loc_scale.items()
+                for w, v in zip(_LS, ls, strict=True)
+            },
+        )
         result = {}
         for name, site in sites:
             loc, scale = loc_scale[name]
@@ -624,6 +633,9 @@ class AutoDeviceNoise(AutoNormal):
                     constraint=self.scale_constraint,
                     event_dim=event_dim,
                 )
+                guard_finite(
+                    "AutoDeviceNoise", {(name, "loc"): loc, (name, "scale"): scale}
+                )
                 result[name] = numpyro.sample(
                     name, self._site_dist(site, loc, scale, event_dim)
                 )
@@ -814,6 +826,7 @@ class AutoScaleDropout(AutoDelta):
                     constraint=site["fn"].support,
                     event_dim=event_dim,
                 )
+                guard_finite("AutoScaleDropout", {(name, "value"): value})
                 infer = {}
                 if name in masks:
                     b, unit = masks[name]

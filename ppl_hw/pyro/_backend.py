@@ -8,9 +8,10 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
+from ..common.autoguide import nonfinite_guide_error
 from ..core.backend import Backend, SpecialBase
 
-__all__ = ["BACKEND", "TorchSpecial"]
+__all__ = ["BACKEND", "TorchSpecial", "guard_finite"]
 
 _SQRT_HALF = math.sqrt(0.5)
 
@@ -51,3 +52,23 @@ class TorchSpecial(SpecialBase):
 
 
 BACKEND = Backend("pyro", xp, TorchSpecial())
+
+
+def guard_finite(guide: str, values: dict[tuple[str, str], Any]) -> None:
+    """Raise :func:`~ppl_hw.common.autoguide.nonfinite_guide_error` when one of
+    ``values`` (``{(site, parameter): tensor}``, what a guide hands its sample sites)
+    is not finite: SVI stops at the first step after a NaN loss instead of training
+    on NaN. One host sync per call; skipped while ``torch.jit`` traces (the traced
+    ELBO keeps Pyro's own NaN warning)."""
+    if not values or torch.jit.is_tracing():
+        return
+    with torch.no_grad():
+        flags = torch.stack([torch.isfinite(v).all() for v in values.values()])
+        if bool(flags.all()):
+            return
+        bad = [
+            (site, what, int((~torch.isfinite(v)).sum()), v.numel())
+            for (site, what), v in values.items()
+            if not bool(torch.isfinite(v).all())
+        ]
+    raise nonfinite_guide_error(guide, bad)

@@ -22,7 +22,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..common import pfp as gc
 from ..core.discrete import discrete_kl, discrete_mean, discrete_variance
-from ._backend import BACKEND
+from ._backend import BACKEND, guard_finite
 from .distributions import DiscreteWeight
 from .distributions._base import base_distribution
 from .nn import Moments, TaylorOutput
@@ -138,12 +138,21 @@ class AutoDiscreteWeight(gc.DiscreteGuideMixin, AutoGuide):
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         out = {}
+        theta = {name: self._theta(name) for name in self._discrete}
+        real = {name: self._loc(name) for name in self._real}
+        guard_finite(
+            "AutoDiscreteWeight",
+            {
+                **{(n, "logits"): v for n, v in theta.items()},
+                **{(n, "value"): v for n, v in real.items()},
+            },
+        )
         for name, site in self._discrete.items():
-            fn = DiscreteWeight(site.values, logits=self._log_q_of(name))
+            log_q = self._log_q(name, theta[name], _xp, _sp)
+            fn = DiscreteWeight(site.values, logits=log_q)
             out[name] = pyro.sample(name, fn.to_event(len(site.shape)))
         for name, event_dim in self._real.items():
-            value = self._loc(name)
-            out[name] = pyro.sample(name, dist.Delta(value, event_dim=event_dim))
+            out[name] = pyro.sample(name, dist.Delta(real[name], event_dim=event_dim))
         return out
 
     # -- read-outs ---------------------------------------------------------------------

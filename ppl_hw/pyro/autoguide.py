@@ -44,7 +44,7 @@ from ..common import autoguide as gc
 from ..core import gaussian as _gauss
 from ..core import meankl as _mk
 from . import _provenance
-from ._backend import BACKEND
+from ._backend import BACKEND, guard_finite
 from .distributions import DeviceNoise, EmpiricalNoise
 from .distributions._base import base_distribution
 
@@ -355,6 +355,14 @@ class AutoMeanKL(_Base):
         plates = self._create_plates(*args, **kwargs)
         loc_scale = self._loc_scale()
         loc_scale.update(self._outside_loc_scale())
+        guard_finite(
+            "AutoMeanKL",
+            {
+                (n, w): v
+                for n, ls in loc_scale.items()
+                for w, v in zip(("loc", "scale"), ls, strict=True)
+            },
+        )
         result = {}
         for name, site in _latent_sites(self.prototype_trace):
             loc, scale = loc_scale[name]
@@ -553,6 +561,9 @@ class AutoDeviceNoise(_Base):
         result = {}
         for name, site in _latent_sites(self.prototype_trace):
             loc, scale = self._loc_scale(name)
+            guard_finite(
+                "AutoDeviceNoise", {(name, "loc"): loc, (name, "scale"): scale}
+            )
             fn = DeviceNoise(loc, scale, self.noise).to_event(self._event_dims[name])
             if not _is_real(site):
                 fn = dist.TransformedDistribution(fn, biject_to(site["fn"].support))
@@ -701,6 +712,7 @@ class AutoScaleDropout(_Base):
         result = {}
         for name, site in _latent_sites(self.prototype_trace):
             value = operator.attrgetter(name)(self.values)
+            guard_finite("AutoScaleDropout", {(name, "value"): value})
             infer = {}
             if name in masks:
                 b, unit = masks[name]

@@ -193,7 +193,7 @@ def test_bad_samples(samples, exc, match):
         ({"bandwidth": "isj"}, ValueError, r"'silverman', 'scott' or > 0, got 'isj'"),
         ({"bandwidth": -1.0}, ValueError, r"got -1.0"),
         ({"bandwidth": True}, TypeError, r"bandwidth must be a str or a number"),
-        ({"num_knots": 4}, ValueError, r"num_knots must be >= 16, got 4"),
+        ({"num_knots": 4}, ValueError, r"num_knots must be >= 16 .*, got 4"),
         ({"bandwidth": 1e-9}, ValueError, r"too small for the sample range"),
     ],
 )
@@ -453,3 +453,180 @@ def test_moments_in_closed_form_against_quadrature():
     g = _density(t)
     for m, got in zip((1, 2, 3, 4), nt.table_moments(t), strict=True):
         assert got == pytest.approx(_quad_all(t, lambda z, m=m: z**m * g(z)), abs=1e-6)
+
+
+# --- errors in the user's terms, any units, files read whole (issue 21) ------------
+
+
+def _outlier_samples():
+    rng = np.random.default_rng(21)
+    return np.r_[rng.normal(size=1000), 1e6]
+
+
+def test_num_knots_above_the_documented_maximum_is_refused_before_any_work():
+    for bad in (10**9, nt.MAX_KNOTS + 1):
+        # the samples are not even looked at: the option is checked first
+        with pytest.raises(
+            ValueError, match=rf"num_knots .*MAX_KNOTS = 1048577, got {bad}"
+        ):
+            nt.fit_noise_table(np.ones(3), num_knots=bad)
+
+
+def test_outliers_are_named_and_the_advised_bandwidth_is_exact(monkeypatch):
+    # a small MAX_KNOTS keeps the fits cheap; the arithmetic is the same
+    monkeypatch.setattr(nt, "MAX_KNOTS", 4097)
+    s = _outlier_samples()
+    with pytest.raises(ValueError) as err:
+        nt.fit_noise_table(s)
+    msg = str(err.value)
+    for words in (
+        "samples are too spread out",
+        "'silverman' bandwidth",
+        "more than MAX_KNOTS = 4097",
+        "Clip or remove the outliers",
+    ):
+        assert words in msg
+    assert "bandwidth 0." not in msg.split("is")[0]  # no bandwidth blamed as the user's
+    need = float(msg.rsplit("bandwidth >= ", 1)[1].split(" ")[0])
+    # the advice is the least bandwidth (to its 3 digits) that fits in MAX_KNOTS knots
+    table = nt.fit_noise_table(s, bandwidth=need)
+    assert table.num_knots <= 4097
+    with pytest.raises(
+        ValueError, match=r"bandwidth [\d.]+ is too small for the sample range"
+    ):
+        nt.fit_noise_table(s, bandwidth=need * 0.99)
+
+
+def test_heavy_tailed_cauchy_samples_get_the_spread_error():
+    s = np.random.default_rng(3).standard_cauchy(100_000)
+    with pytest.raises(ValueError, match=r"too spread out.*Heavy tails or outliers"):
+        nt.fit_noise_table(s)
+
+
+@pytest.mark.parametrize("exponent", [-1000, 1000])
+def test_any_units_give_the_same_standardised_table(exponent):
+    # scaling by a power of two is exact, so the fit must be bit-identical (the fit
+    # is location-scale), with loc and scale in the samples' units; 2**1000 is near
+    # the top of float64
+    s = noise_samples("mtj")[:2000]
+    ref = nt.fit_noise_table(s)
+    t = nt.fit_noise_table(np.ldexp(s, exponent))
+    for name in ("density", "cells", "cumulative"):
+        np.testing.assert_array_equal(getattr(t, name), getattr(ref, name))
+    assert (t.z0, t.dz, t.entropy, t.bandwidth) == (
+        ref.z0,
+        ref.dz,
+        ref.entropy,
+        ref.bandwidth,
+    )
+    assert t.loc == float(np.ldexp(ref.loc, exponent))
+    assert t.scale == float(np.ldexp(ref.scale, exponent))
+
+
+def test_tiny_distinct_samples_are_accepted():
+    # the case of issue 21 (refused as "all equal" before): standardised like N(0, 1);
+    # the FFT's round-off (~1e-17 of the peak) is the only difference
+    s = np.random.default_rng(0).normal(size=1000)
+    ref = nt.fit_noise_table(s)
+    t = nt.fit_noise_table(s * 1e-300)
+    np.testing.assert_allclose(t.density, ref.density, rtol=1e-9, atol=1e-15)
+    assert t.scale == pytest.approx(ref.scale * 1e-300, rel=1e-12)
+    # subnormal samples keep ~16 bits (2**-1074 steps at 2**-1058): still a density
+    t = nt.fit_noise_table(np.ldexp(s, -1060))
+    np.testing.assert_allclose(t.density, ref.density, rtol=0, atol=1e-3)
+
+
+def test_samples_below_float_resolution_are_refused_with_the_reason():
+    z = np.random.default_rng(0).normal(size=1000)
+    # 1e-3 at 1e10: 526 float64 steps per standard deviation (>= 64): accepted
+    assert nt.fit_noise_table(1e10 + 1e-3 * z).scale == pytest.approx(1e-3, rel=0.1)
+    # 1e-5 at 1e10: 5 steps
+    with pytest.raises(ValueError, match=r"vary too little for float64.*5\.\d+ float"):
+        nt.fit_noise_table(1e10 + 1e-5 * z)
+    with pytest.raises(ValueError, match=r"must not all be equal \(zero variance\)"):
+        nt.fit_noise_table(np.full(200, 1e-300))
+
+
+def test_samples_whose_scale_overflows_are_refused():
+    s = np.r_[np.full(100, -1.75e308), np.full(100, 1.75e308)]
+    with pytest.raises(ValueError, match=r"too large for float64"):
+        nt.fit_noise_table(s, bandwidth="scott")
+
+
+# --- files -------------------------------------------------------------------------
+
+
+def test_csv_is_validated_field_by_field(tmp_path):
+    good = np.arange(150.0) / 7
+    text = "".join(f"{float(v)!r}\n" for v in good)
+    cases = {
+        "letters.csv": (text + "abc\n", r"line 151, field 1 is 'abc', not a number"),
+        "nan.csv": (text + "nan\n", r"line 151, field 1 is 'nan'; .*finite"),
+        "ragged.csv": ("1,2\n" + text, r"line 2 has 1 fields, the rows before it 2"),
+        "partial.csv": (text + "1.5e", r"line 151, field 1 is '1.5e'"),
+        "empty.csv": ("# only a comment\n\n", r"holds no numbers"),
+    }
+    for name, (content, match) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(ValueError, match=rf"path '.*{name}'.*{match}"):
+            nt.load_noise_samples(tmp_path / name)
+    (tmp_path / "latin1.csv").write_bytes(text.encode() + b"\xe9\n")
+    with pytest.raises(ValueError, match=r"byte \d+ is not UTF-8"):
+        nt.load_noise_samples(tmp_path / "latin1.csv")
+    # a stable file whose last line has no newline is complete: accepted
+    (tmp_path / "no_newline.csv").write_text(text.rstrip("\n") + "  # end")
+    np.testing.assert_array_equal(
+        nt.load_noise_samples(tmp_path / "no_newline.csv"), good
+    )
+
+
+def _writer_during_read(monkeypatch, action):
+    """Simulate another process: ``action(path)`` runs right after the file's bytes
+    were read (deterministic, no threads or timing)."""
+    read = nt._read_bytes
+
+    def read_then_write(path):
+        data = read(path)
+        action(path)
+        return data
+
+    monkeypatch.setattr(nt, "_read_bytes", read_then_write)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".npy"])
+def test_a_file_appended_while_read_is_refused(tmp_path, monkeypatch, ext):
+    s = np.arange(200.0)
+    path = tmp_path / f"noise{ext}"
+    if ext == ".csv":
+        path.write_text("".join(f"{v}\n" for v in s[:150]) + "15")  # partial row
+
+        def finish(p):
+            with open(p, "a") as f:
+                f.write("0.0\n" + "".join(f"{v}\n" for v in s[151:]))
+
+    else:
+        np.save(path, s)
+        path.write_bytes(path.read_bytes()[:-400])  # the writer is half-way
+
+        def finish(p):
+            np.save(p, s)
+
+    _writer_during_read(monkeypatch, finish)
+    with pytest.raises(
+        ValueError, match=rf"path '.*noise{ext}' changed while it was read"
+    ):
+        nt.load_noise_samples(path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(nt.load_noise_samples(path), s)  # now complete
+
+
+def test_a_file_replaced_while_read_is_refused(tmp_path, monkeypatch):
+    # same size, new inode: a writer that renames a new version into place
+    path, other = tmp_path / "noise.csv", tmp_path / "next.csv"
+    path.write_text("".join(f"{v}\n" for v in range(100, 300)))
+    other.write_text("".join(f"{v}\n" for v in range(300, 500)))
+    _writer_during_read(monkeypatch, lambda p: other.replace(p))
+    with pytest.raises(
+        ValueError, match=r"changed while it was read .*size 800 -> 800"
+    ):
+        nt.load_noise_samples(path)

@@ -122,18 +122,25 @@ class DiscreteWeight(HwDistribution):
                 f"{name} must have last axis of size {k} (one entry per grid value), "
                 f"got shape {jnp.shape(arr)}"
             )
-        if probs is not None:
-            probs = jnp.asarray(probs)
-            validate = self._validate_args if validate_args is None else validate_args
-            if validate and not_jax_tracer(probs):
-                ok = constraints.simplex(probs)
-                if not np.all(ok):
-                    raise ValueError(
-                        "DiscreteWeight: probs must be non-negative and sum to 1 along "
-                        f"the last axis, got rows {describe_invalid(probs, ok)}"
-                    )
-            logits = jnp.log(probs)
-        self.logits = jnp.asarray(logits)
+        # Concrete arguments stay concrete also while a jit traces the constructor
+        # (jnp.asarray of a NumPy array is staged there), so that they are validated
+        # as NumPyro validates its own distributions' parameters.
+        with jax.ensure_compile_time_eval():
+            if probs is not None:
+                probs = jnp.asarray(probs)
+                validate = (
+                    self._validate_args if validate_args is None else validate_args
+                )
+                if validate and not_jax_tracer(probs):
+                    ok = constraints.simplex(probs)
+                    if not np.all(ok):
+                        rows = describe_invalid(probs, ok)
+                        raise ValueError(
+                            "DiscreteWeight: probs must be non-negative and sum to 1 "
+                            f"along the last axis, got rows {rows}"
+                        )
+                logits = jnp.log(probs)
+            self.logits = jnp.asarray(logits)
         super().__init__(
             batch_shape=jnp.shape(logits)[:-1], validate_args=validate_args
         )

@@ -71,6 +71,13 @@ class DeviceNoise(TorchDistribution):
         self.noise = noise
         super().__init__(self.loc.shape, torch.Size(), validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(
+        cls, loc: Any = (), scale: Any = (), noise: Any = ()
+    ) -> tuple[torch.Size, torch.Size]:
+        """``loc`` and ``scale`` broadcast; ``noise`` (a distribution) adds nothing."""
+        return torch.broadcast_shapes(tuple(loc), tuple(scale)), torch.Size()
+
     def expand(self, batch_shape: Any, _instance: Any = None) -> DeviceNoise:
         new = self._get_checked_instance(DeviceNoise, _instance)
         batch_shape = torch.Size(batch_shape)

@@ -107,6 +107,15 @@ class DiscreteWeight(TorchDistribution):
             self.logits.shape[:-1], torch.Size(), validate_args=validate_args
         )
 
+    @classmethod
+    def infer_shapes(
+        cls, values: Any = (3,), logits: Any = None, probs: Any = None
+    ) -> tuple[torch.Size, torch.Size]:
+        """The batch shape is that of ``logits`` (or ``probs``) without its last axis
+        (the grid ``values`` is not batched)."""
+        shape = logits if logits is not None else probs
+        return torch.Size(tuple(shape)[:-1]), torch.Size()
+
     @property
     def values(self) -> torch.Tensor:
         """The grid of values, as a tensor."""

@@ -33,10 +33,15 @@ class EmpiricalNoise(TorchDistribution):
 
     :param samples: 1-D array (NumPy, JAX or torch) of at least
         :data:`~ppl_hw.core.noise_table.MIN_SAMPLES` finite device-noise samples, not
-        all equal, in any units.
+        all equal, in any units (``1e-300 * N(0, 1)`` as well as ``N(0, 1)``), spread
+        over at least :data:`~ppl_hw.core.noise_table.MIN_RESOLUTION` float64 steps
+        (standard deviation) at their magnitude.
     :param bandwidth: kernel bandwidth: ``"silverman"`` (default), ``"scott"`` or a
         positive number in the units of ``samples``.
-    :param num_knots: grid knots (raised automatically to four per bandwidth).
+    :param num_knots: grid knots, at most
+        :data:`~ppl_hw.core.noise_table.MAX_KNOTS` (raised automatically to four per
+        bandwidth; samples whose range needs more, heavy tails or outliers, are
+        refused with the bandwidth that would fit).
 
     **Example**::
 
@@ -84,10 +89,20 @@ class EmpiricalNoise(TorchDistribution):
     def from_file(cls, path: Any, **kwargs: Any) -> EmpiricalNoise:
         """Fit the samples stored in a ``.npy`` file or a one-column ``.csv`` file.
 
+        The file is read once, whole, and refused (``ValueError`` naming it) if it
+        changed while it was read (size, modification time or inode), e.g. while
+        another process rewrites it; a ``.csv`` is validated field by field, errors
+        naming the line (:func:`~ppl_hw.core.noise_table.load_noise_samples`).
+
         :param path: the file.
         :param kwargs: ``bandwidth``, ``num_knots``, ``validate_args``.
         """
         return cls(nt.load_noise_samples(path), **kwargs)
+
+    @classmethod
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
+        """``((), ())``: the shape of ``samples`` is not a batch shape."""
+        return torch.Size(), torch.Size()
 
     def tables(
         self, like: torch.Tensor | None = None
