@@ -23,7 +23,14 @@ from ppl_hw.demo._common import (
     meankl_method,
     row_dict,
 )
-from ppl_hw.demo._figures import ACCURACY_VS_TIME, RELIABILITY, reliability_bins
+from ppl_hw.demo._figures import (
+    ACCURACY_VS_TIME,
+    MIN_BIN_COUNT,
+    RELIABILITY,
+    accuracy_vs_time_figure,
+    reliability_bins,
+    reliability_figure,
+)
 
 BITS = CODING_BITS_PER_BLOCK["smoke"]
 CODED = coded_method(BITS)
@@ -248,6 +255,95 @@ def test_figures_are_written(runs, backend):
     for name in (ACCURACY_VS_TIME, RELIABILITY):
         data = (folder / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 20_000
+
+
+def _plotted_errorbars(fig) -> dict:
+    """``{gid: (x, y, lower, upper)}`` of the figure's error bars, read back from
+    the drawn artists (the data line and the bar segments)."""
+    out = {}
+    for ax in fig.axes:
+        for c in ax.containers:
+            line, _, (bars,) = c.lines
+            segments = np.asarray(bars.get_segments())
+            out[line.get_gid()] = (
+                np.asarray(line.get_xdata(), dtype=float),
+                np.asarray(line.get_ydata(), dtype=float),
+                segments[:, 0, 1],
+                segments[:, 1, 1],
+            )
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plotted_means_and_bars_are_the_tables(runs, backend):
+    """The accuracy-vs-time figure's points are the table's mean accuracies and its
+    bars ± the table's standard deviations over the chips, on one y-axis for both
+    backends' panels."""
+    rows = runs[backend][0]
+    fig = accuracy_vs_time_figure(rows)
+    plotted = _plotted_errorbars(fig)
+    assert len(plotted) == len(DEPLOYED)
+    for method in DEPLOYED:
+        deployed = sorted(
+            (r for r in rows if r.deployed == method), key=lambda r: r.read_time
+        )
+        assert all(r.chips == CHIPS for r in deployed)
+        x, y, low, high = plotted[f"{backend}|{method}"]
+        mean = np.array([100 * r.accuracy for r in deployed])
+        sd = np.array([100 * r.accuracy_sd for r in deployed])
+        np.testing.assert_array_equal(x, [r.read_time for r in deployed])
+        np.testing.assert_allclose(y, mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(low, mean - sd, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(high, mean + sd, rtol=0, atol=1e-12)
+
+
+def test_panels_share_one_y_axis_and_reliability_has_a_panel_per_method():
+    """Synthetic rows (two backends, two methods, one deployed): the accuracy
+    panels share their y-axis; the reliability figure has one visible panel per
+    off-chip method and backend, each bin point labelled with its count."""
+    from ppl_hw.demo._common import Row
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=200)
+    probs = rng.dirichlet(np.ones(3), size=200)
+    rows = []
+    for backend, shift in (("numpyro", 0.0), ("pyro", 0.2)):
+        for method in ("A", "B"):
+            rows.append(Row(backend, method, 0.5 + shift, 1.0, 0.1, 1.0, probs=probs))
+        for t, label in ((1.0, "1 s"), (86_400.0, "1 day")):
+            rows.append(
+                Row(
+                    backend,
+                    f"A on PCM, t = {label}",
+                    0.4 + shift,
+                    1.0,
+                    0.1,
+                    1.0,
+                    deployed="A",
+                    device="PCM",
+                    read_time=t,
+                    chips=5,
+                    accuracy_sd=0.01,
+                    probs=np.stack([probs] * 5),
+                )
+            )
+    fig = accuracy_vs_time_figure(rows)
+    left, right = fig.axes
+    assert left.get_ylim() == right.get_ylim()
+    assert left.get_shared_y_axes().joined(left, right)
+    fig = reliability_figure(rows, labels)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == [
+        "numpyro: A",
+        "numpyro: B",
+        "pyro: A",
+        "pyro: B",
+    ]
+    *_, count = reliability_bins(probs, labels)
+    keep = count >= MIN_BIN_COUNT
+    texts = sorted(int(t.get_text()) for t in panels[1].texts)
+    assert texts == sorted(int(n) for n in count[keep])
+    assert len(panels[0].get_lines()) == 1 + 2 + 1  # off-chip, 2 read times, diagonal
 
 
 @_on("numpyro")

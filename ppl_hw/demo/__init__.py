@@ -24,7 +24,7 @@ about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
   evaluates its most probable network;
 * deploys the real-valued posteriors (``AutoNormal``, ``AutoMeanKL``,
   ``AutoDeviceNoise``) on ``--chips`` simulated crossbar chips of ``--device``
-  (default ``PCM``; 3 chips, 2 at the smoke size) read 1 s, 1 day and 1 year after
+  (default ``PCM``; 5 chips, 2 at the smoke size) read 1 s, 1 day and 1 year after
   programming, with one deployment sweep per posterior
   (``ppl_hw.numpyro.deploy.deployment_sweep``: ``crossbar(..., device=...,
   seed=seed + i)`` for chip ``i``), with the same posterior samples as off-chip (on

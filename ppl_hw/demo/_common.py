@@ -63,7 +63,7 @@ BACKENDS = ("numpyro", "pyro")
 DEPLOY_TIMES = {"1 s": 1.0, "1 day": 86_400.0, "1 year": 31_536_000.0}
 """Times since programming (seconds) at which the demo reads the crossbar."""
 
-DEPLOY_CHIPS = {"smoke": 2, "default": 3}
+DEPLOY_CHIPS = {"smoke": 2, "default": 5}
 """Simulated chips (seeds ``seed``, ``seed + 1``, ...) each deployed posterior is
 evaluated on, per run size (``--chips`` overrides): a deployed row is the mean over
 them, with their standard deviation."""

@@ -7,6 +7,7 @@ no display needed and pyplot's global state untouched).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,9 +20,12 @@ __all__ = [
     "MIN_BIN_COUNT",
     "NUM_BINS",
     "RELIABILITY",
+    "RELIABILITY_COLUMNS",
     "accuracy_vs_time",
+    "accuracy_vs_time_figure",
     "reliability",
     "reliability_bins",
+    "reliability_figure",
 ]
 
 ACCURACY_VS_TIME = "accuracy_vs_time.png"
@@ -64,21 +68,19 @@ def _short(method: str) -> str:
     return method.split(",")[0]
 
 
-def _figure(ncols: int, nrows: int, width: float, height: float):
+def _figure(ncols: int, nrows: int, width: float, height: float, sharey=False):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     return fig, axes
 
 
-def accuracy_vs_time(rows: Sequence[Row], path: Path) -> Path:
-    """Test accuracy of each deployed posterior against the time since programming
-    (log axis), one panel per backend; the dashed line of the same colour is the
-    posterior's off-chip accuracy."""
+def accuracy_vs_time_figure(rows: Sequence[Row]):
+    """The figure of :func:`accuracy_vs_time` (a ``matplotlib.figure.Figure``)."""
     backends = _backends(rows)
     colors = _colors(rows)
-    fig, axes = _figure(len(backends), 1, 5.5, 4.0)
+    fig, axes = _figure(len(backends), 1, 5.5, 4.0, sharey=True)
     for ax, backend in zip(axes[0], backends, strict=True):
         mine = [r for r in rows if r.backend == backend]
         offchip = {r.method: r for r in mine if r.deployed is None}
@@ -87,13 +89,18 @@ def accuracy_vs_time(rows: Sequence[Row], path: Path) -> Path:
                 (r for r in mine if r.deployed == method), key=lambda r: r.read_time
             )
             color = colors.get(method, "k")
-            ax.plot(
+            chips = deployed[0].chips or 1
+            bars = ax.errorbar(
                 [r.read_time for r in deployed],
                 [100 * r.accuracy for r in deployed],
-                "o-",
+                yerr=[100 * (r.accuracy_sd or 0.0) for r in deployed],
+                fmt="o-",
+                capsize=3,
                 color=color,
-                label=f"{_short(method)} on {deployed[0].device}",
+                label=f"{_short(method)} on {deployed[0].device} "
+                f"(mean ± sd, {chips} chip{'s' if chips > 1 else ''})",
             )
+            bars.lines[0].set_gid(f"{backend}|{method}")  # found again by the tests
             if method in offchip:
                 ax.axhline(
                     100 * offchip[method].accuracy,
@@ -109,12 +116,20 @@ def accuracy_vs_time(rows: Sequence[Row], path: Path) -> Path:
             ax.minorticks_off()
             ax.set_xlim(min(times) / 3, max(times) * 3)
         ax.set_xlabel("time since programming (log scale)")
-        ax.set_ylabel("test accuracy (%)")
         ax.set_title(backend)
         ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    fig.savefig(path, dpi=120)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    return fig
+
+
+def accuracy_vs_time(rows: Sequence[Row], path: Path) -> Path:
+    """Test accuracy of each deployed posterior against the time since programming
+    (log axis): the mean over the chips with a bar of ± one standard deviation (the
+    table's numbers), one panel per backend on a shared y-axis; the dashed line of
+    the same colour is the posterior's off-chip accuracy."""
+    accuracy_vs_time_figure(rows).savefig(path, dpi=120)
     return path
 
 
@@ -122,73 +137,107 @@ MIN_BIN_COUNT = 5
 """The reliability diagram draws the bins holding at least this many test examples
 (bins of one or two examples would swing between accuracy 0 and 1)."""
 
+RELIABILITY_COLUMNS = 4
+"""Panels per row of the reliability diagram (one panel per off-chip method)."""
 
-def reliability(rows: Sequence[Row], labels, path: Path) -> Path:
-    """Reliability diagrams: accuracy against mean confidence in the ECE's 15 bins
-    (those with at least ``MIN_BIN_COUNT`` examples), one row of panels per backend,
-    the off-chip methods on the left, the deployed posteriors on the right (colour:
-    the posterior, as on the left; line style: the read time; the predictions of all
-    the chips of a deployed row pooled)."""
-    from matplotlib.lines import Line2D
+
+def reliability_figure(rows: Sequence[Row], labels):
+    """The figure of :func:`reliability` (a ``matplotlib.figure.Figure``)."""
 
     backends = _backends(rows)
-    colors = _colors(rows)
     labels_of_time = _read_times(rows)
-    times = list(labels_of_time)
-    styles = dict(zip(times, ["-", "--", ":", "-."] * len(times), strict=False))
-    fig, axes = _figure(2, len(backends), 5.0, 5.0)
-    for (ax_off, ax_on), backend in zip(axes, backends, strict=True):
-        for r in rows:
-            if r.backend != backend or r.probs is None:
+    styles = dict(zip(labels_of_time, ["--", ":", "-.", (0, (1, 3))] * 4, strict=False))
+    methods = {
+        b: [r for r in rows if r.backend == b and r.deployed is None] for b in backends
+    }
+    ncols = min(RELIABILITY_COLUMNS, max(len(m) for m in methods.values()))
+    rows_per_backend = {b: math.ceil(len(m) / ncols) for b, m in methods.items()}
+    fig, axes = _figure(ncols, sum(rows_per_backend.values()), 3.4, 3.6)
+    colors = _colors(rows)
+    first = 0
+    for backend in backends:
+        panels = axes[first : first + rows_per_backend[backend]].reshape(-1)
+        first += rows_per_backend[backend]
+        for i, ax in enumerate(panels):
+            if i >= len(methods[backend]):
+                ax.set_visible(False)
                 continue
-            conf, acc, count = reliability_bins(*_pooled(r.probs, labels))
-            keep = count >= MIN_BIN_COUNT
-            offchip = r.deployed is None
-            ax_off_on = ax_off if offchip else ax_on
-            ax_off_on.plot(
-                conf[keep],
-                acc[keep],
-                marker=".",
-                linestyle="-" if offchip else styles[r.read_time],
-                color=colors.get(r.method if offchip else r.deployed, "k"),
-            )
-        for ax, title in ((ax_off, "off-chip"), (ax_on, "deployed")):
+            offchip = methods[backend][i]
+            curves = [(offchip, "-", "off-chip")] + [
+                (
+                    r,
+                    styles[r.read_time],
+                    f"on {r.device}, t = {labels_of_time[r.read_time]}",
+                )
+                for r in sorted(
+                    (
+                        r
+                        for r in rows
+                        if r.backend == backend and r.deployed == offchip.method
+                    ),
+                    key=lambda r: r.read_time,
+                )
+            ]
+            color = colors.get(offchip.method, "k")
+            handles = []
+            for r, style, name in curves:
+                if r.probs is None:
+                    continue
+                conf, acc, count = reliability_bins(*_pooled(r.probs, labels))
+                keep = count >= MIN_BIN_COUNT
+                (line,) = ax.plot(
+                    conf[keep],
+                    acc[keep],
+                    marker="o",
+                    markersize=3,
+                    linestyle=style,
+                    color=color,
+                )
+                handles.append((line, name))
+                if r is offchip:  # the off-chip curve's bin counts
+                    for c, a, n in zip(conf[keep], acc[keep], count[keep], strict=True):
+                        ax.annotate(
+                            f"{int(n)}",
+                            (c, a),
+                            textcoords="offset points",
+                            xytext=(0, -9),
+                            ha="center",
+                            fontsize=6,
+                            color="0.25",
+                        )
             ax.plot([0, 1], [0, 1], color="0.6", linewidth=1)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
             ax.set_aspect("equal")
-            ax.set_xlabel("confidence (mean in bin)")
-            ax.set_ylabel("accuracy in bin")
-            ax.set_title(f"{backend}, {title}")
+            ax.set_title(f"{backend}: {_short(offchip.method)}", fontsize="small")
+            ax.set_xlabel("confidence (mean in bin)", fontsize="small")
+            ax.set_ylabel("accuracy in bin", fontsize="small")
             ax.grid(True, alpha=0.3)
-    # legends under the last row: the methods, and the posteriors and read times
-    ax_off, ax_on = axes[-1]
-    deployed = dict.fromkeys(r.deployed for r in rows if r.deployed)
-    legends = (
-        (
-            ax_off,
-            [Line2D([], [], color=c, marker=".") for c in colors.values()],
-            list(colors),
-        ),
-        (
-            ax_on,
-            [Line2D([], [], color=colors.get(m, "k")) for m in deployed]
-            + [Line2D([], [], color="0.3", linestyle=styles[t]) for t in times],
-            [f"{_short(m)} on {_device(rows, m)}" for m in deployed]
-            + [f"t = {labels_of_time[t]}" for t in times],
-        ),
+            ax.tick_params(labelsize="small")
+            if len(handles) > 1:
+                ax.legend(
+                    [h for h, _ in handles],
+                    [n for _, n in handles],
+                    fontsize="x-small",
+                    loc="upper left",
+                )
+    fig.suptitle(
+        f"Reliability in the ECE's {NUM_BINS} confidence bins (bins of >= "
+        f"{MIN_BIN_COUNT} test images; numbers: images per bin off-chip; deployed: "
+        "all chips pooled)",
+        fontsize="small",
     )
-    for ax, handles, names in legends:
-        if handles:
-            ax.legend(
-                handles,
-                names,
-                fontsize="small",
-                loc="upper center",
-                bbox_to_anchor=(0.5, -0.14),
-                ncols=1,
-            )
-    fig.savefig(path, dpi=120)
+    return fig
+
+
+def reliability(rows: Sequence[Row], labels, path: Path) -> Path:
+    """Reliability diagrams as small multiples: one panel per off-chip method (rows
+    of ``RELIABILITY_COLUMNS`` panels, one group of rows per backend), accuracy
+    against mean confidence in the ECE's 15 bins (those with at least
+    ``MIN_BIN_COUNT`` examples), each point labelled with its bin's count; a deployed
+    posterior's curves (one line style per read time, the predictions of all its
+    chips pooled) in the panel of the posterior it deploys."""
+    reliability_figure(rows, labels).savefig(path, dpi=120)
     return path
 
 
@@ -207,7 +256,3 @@ def _read_times(rows: Sequence[Row]) -> dict[float, str]:
     the end of the method name, e.g. ``"1 day"``)."""
     times = {r.read_time: r.method.rsplit("t = ", 1)[-1] for r in rows if r.deployed}
     return dict(sorted(times.items()))
-
-
-def _device(rows: Sequence[Row], method: str) -> str:
-    return next(r.device for r in rows if r.deployed == method)
