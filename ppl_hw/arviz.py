@@ -14,9 +14,9 @@ from typing import Any
 
 from .common.arviz import GROUPS as _GROUPS
 from .common.arviz import MCMC_CONVERTERS as _MCMC
-from .common.arviz import arviz_major, psis_constant_tails, to_arviz
+from .common.arviz import arviz_major, datatree_name, psis_constant_tails, to_arviz
 
-__all__ = ["arviz_major", "from_dict", "from_guide", "from_mcmc", "loo"]
+__all__ = ["arviz_major", "from_dict", "from_guide", "from_mcmc", "loo", "var_name"]
 
 
 def loo(data: Any, **kwargs: Any) -> Any:
@@ -166,3 +166,17 @@ def from_guide(
         numpyro_style = bool(args) and isinstance(args[0], dict)
         groups = _GROUPS.by_name("numpyro" if numpyro_style else "pyro")
     return to_arviz(groups(model, guide, args, kwargs, num_samples, rng_key))
+
+
+def var_name(site: str) -> str:
+    """The name of a model site's variable in what :mod:`ppl_hw.arviz` returns on the
+    installed ArviZ line: the site name on ArviZ 0.x; on ArviZ 1.x with ``/``
+    replaced by ``.`` (xarray's ``DataTree`` takes ``/`` as a path separator, and
+    flax's ``random_flax_module`` names its sites ``net/Dense_0.kernel``), e.g.
+    ``az.summary(idata, var_names=[var_name("net/Dense_2.bias")])``.
+
+    :param site: the model's site name.
+    """
+    if not isinstance(site, str):
+        raise TypeError(f"site must be a site name (str), got {site!r}")
+    return datatree_name(site) if arviz_major() >= 1 else site

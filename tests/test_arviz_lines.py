@@ -479,3 +479,79 @@ def test_pyro_from_mcmc_keeps_deterministic_sites_out_of_the_observations():
         np.testing.assert_array_equal(
             obj.log_likelihood["y"].values, ref.log_likelihood["y"].values
         )
+
+
+def _slashed_nuts(name="net/w"):
+    """A NUTS run of a model whose weight site is ``name`` (with '/' as flax's
+    random_flax_module names them, by default), 2 chains of 30 draws."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    def model(x, y=None):
+        w = numpyro.sample(name, dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        s = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with numpyro.plate("n", x.shape[0]):
+            numpyro.sample("y", dist.Normal(x @ w, s), obs=y)
+
+    x = jnp.asarray(np.linspace(-1, 1, 16, dtype=np.float32).reshape(8, 2))
+    y = x @ jnp.array([0.5, -1.0])
+    mcmc = MCMC(
+        NUTS(model),
+        num_warmup=30,
+        num_samples=30,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(0), x, y)
+    return mcmc
+
+
+def test_numpyro_mcmc_groups_equal_arviz_from_numpyro():
+    """The groups ppl_hw builds for a NumPyro run (used on ArviZ 1.x when site names
+    carry '/') are ArviZ's own ``from_numpyro`` arrays on the same run (reference:
+    ArviZ's converter, on whichever line is installed)."""
+    import arviz as az
+
+    from ppl_hw.numpyro.arviz import _mcmc_groups
+
+    mcmc = _slashed_nuts("w")  # ArviZ 1.x's own converter refuses '/'
+    ours = _mcmc_groups(mcmc, True)
+    theirs = az.from_numpyro(mcmc, log_likelihood=True)
+    for name in ("w", "sigma"):
+        np.testing.assert_array_equal(
+            ours["posterior"][name], np.asarray(theirs["posterior"][name])
+        )
+    np.testing.assert_allclose(
+        ours["log_likelihood"]["y"],
+        np.asarray(theirs["log_likelihood"]["y"]),
+        rtol=1e-6,
+    )
+    np.testing.assert_array_equal(
+        ours["observed_data"]["y"], np.asarray(theirs["observed_data"]["y"])
+    )
+    assert ours["posterior"]["w"].shape == (2, 30, 2)
+
+
+def test_slashed_site_names_on_both_lines():
+    """'/' in a site name: kept on ArviZ 0.x, '.' on 1.x (DataTree refuses '/'),
+    the same values either way, and ``var_name`` gives the name to look up."""
+    from ppl_hw.arviz import arviz_major, from_dict, from_mcmc, var_name
+    from ppl_hw.common.arviz import datatree_names
+
+    mcmc = _slashed_nuts()
+    data = from_mcmc(mcmc)
+    name = var_name("net/w")
+    assert name == ("net/w" if arviz_major() < 1 else "net.w")
+    np.testing.assert_array_equal(
+        np.asarray(data["posterior"][name]),
+        np.asarray(mcmc.get_samples(group_by_chain=True)["net/w"]),
+    )
+    assert "log_likelihood" in _groups(data)
+    tree = from_dict({"posterior": {"a/b": np.zeros((1, 3))}})
+    assert var_name("a/b") in tree["posterior"]
+    with pytest.raises(ValueError, match=r"'a\.b' and 'a/b' both become 'a\.b'"):
+        datatree_names({"posterior": {"a.b": 0, "a/b": 1}}, None)

@@ -24,6 +24,8 @@ __all__ = [
     "SAMPLE_GROUPS",
     "arviz_major",
     "check_groups",
+    "datatree_name",
+    "datatree_names",
     "psis_constant_tails",
     "to_arviz",
     "with_chain",
@@ -147,8 +149,39 @@ def to_arviz(
     import arviz as az
 
     if major >= 1:
+        groups, dims = datatree_names(groups, dims)
         return az.from_dict(groups, coords=coords, dims=dims)
     return az.from_dict(**groups, coords=coords, dims=dims)
+
+
+def datatree_name(name: str) -> str:
+    """A variable's name on ArviZ 1.x: xarray's ``DataTree`` takes ``/`` as a path
+    separator and refuses it in variable names, so ``/`` becomes ``.`` (flax's
+    ``random_flax_module`` names its sites ``net/Dense_0.kernel``: on ArviZ 1.x the
+    variable is ``net.Dense_0.kernel``). Other names are unchanged."""
+    return name.replace("/", ".")
+
+
+def datatree_names(groups: dict, dims: dict | None) -> tuple[dict, dict | None]:
+    """``groups`` and ``dims`` with :func:`datatree_name` applied to the variable
+    names; two names that would become one are refused, naming both."""
+    out = {}
+    for group, variables in groups.items():
+        renamed: dict[str, Any] = {}
+        original: dict[str, str] = {}
+        for name, value in variables.items():
+            new = datatree_name(name)
+            if new in renamed:
+                raise ValueError(
+                    f"groups[{group!r}]: variables {original[new]!r} and {name!r} "
+                    f"both become {new!r} on ArviZ 1.x ('/' is not allowed in a "
+                    "DataTree variable name and is replaced by '.'); rename one site"
+                )
+            renamed[new], original[new] = value, name
+        out[group] = renamed
+    if dims is not None:
+        dims = {datatree_name(k): v for k, v in dims.items()}
+    return out, dims
 
 
 def psis_constant_tails(data: Any, var_name: str | None, reff: Any) -> tuple:

@@ -15,7 +15,13 @@ from numpyro.infer import MCMC, Predictive
 from numpyro.infer.autoguide import AutoGuide
 from numpyro.infer.util import log_likelihood
 
-from ..common.arviz import GROUPS, MCMC_CONVERTERS, with_chain
+from ..common.arviz import (
+    GROUPS,
+    MCMC_CONVERTERS,
+    arviz_major,
+    to_arviz,
+    with_chain,
+)
 
 __all__: list[str] = []
 
@@ -28,10 +34,50 @@ def _from_mcmc(
         raise ValueError("mcmc has not been run: call mcmc.run(...) first")
     import arviz as az
 
+    if arviz_major() >= 1 and any("/" in k for k in mcmc.get_samples()):
+        # ArviZ 1.x's from_numpyro fails on '/' in site names (xarray's DataTree
+        # refuses them; flax's random_flax_module names its sites net/Dense_0...):
+        # the same groups built here, and to_arviz renames '/' to '.'
+        return to_arviz(_mcmc_groups(mcmc, log_likelihood), coords=coords, dims=dims)
     # both lines have from_numpyro; their log_likelihood defaults differ
     return az.from_numpyro(
         mcmc, log_likelihood=log_likelihood, coords=coords, dims=dims
     )
+
+
+def _mcmc_groups(mcmc: MCMC, with_log_likelihood: bool) -> dict:
+    """The groups ArviZ's ``from_numpyro`` makes of a run, as NumPy arrays: the
+    posterior (every sample and deterministic site, ``(chain, draw, ...)``),
+    ``sample_stats`` (``diverging`` where the kernel records it), the pointwise log
+    likelihood of each observed site (NumPyro's ``log_likelihood`` at every draw,
+    the model called with the run's arguments) and the observed data."""
+    samples = mcmc.get_samples(group_by_chain=True)
+    chains, draws = next(iter(samples.values())).shape[:2]
+    groups: dict = {"posterior": {k: np.asarray(v) for k, v in samples.items()}}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    if "diverging" in extra:
+        groups["sample_stats"] = {"diverging": np.asarray(extra["diverging"])}
+    model = mcmc.sampler.model
+    args, kwargs = mcmc._args, mcmc._kwargs
+    flat = {k: v.reshape((chains * draws, *v.shape[2:])) for k, v in samples.items()}
+    first = {k: v[0] for k, v in flat.items()}
+    trace = handlers.trace(
+        handlers.seed(handlers.substitute(model, data=first), 0)
+    ).get_trace(*args, **kwargs)
+    observed = {
+        n: np.asarray(s["value"])
+        for n, s in trace.items()
+        if s["type"] == "sample" and s["is_observed"]
+    }
+    if with_log_likelihood and observed:
+        loglik = log_likelihood(model, flat, *args, **kwargs)
+        groups["log_likelihood"] = {
+            k: np.asarray(v).reshape((chains, draws, *np.shape(v)[1:]))
+            for k, v in loglik.items()
+        }
+    if observed:
+        groups["observed_data"] = observed
+    return groups
 
 
 @GROUPS.register(AutoGuide)
