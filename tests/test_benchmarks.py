@@ -1,6 +1,7 @@
 """Every benchmark runs (at its tiny ``quick`` size) and reports a ratio."""
 
 import importlib
+import math
 import sys
 from pathlib import Path
 
@@ -16,7 +17,10 @@ def test_benchmark_runs_quick(name):
     results = importlib.import_module(name).run(quick=True)
     assert results
     for r in results:
-        assert r.ratio > 0 and r.status in {"met", "missed", "reported"}
+        # finite, not positive: a ratio of time differences ((handler - clean) over
+        # (floor - clean)) can fall below 0 at the quick size when the differences
+        # are lost in the timing noise (seen once in CI: -57); its sign is noise there
+        assert math.isfinite(r.ratio) and r.status in {"met", "missed", "reported"}
 
 
 def test_write_docs_replaces_only_the_marked_block(tmp_path):
