@@ -18,10 +18,12 @@ from ppl_hw.demo._common import (
     DEPLOY_CHIPS,
     DEPLOY_TIMES,
     DEVICES,
+    SGHMC_TEMPERATURE,
     TERNARY_METHOD,
     coded_method,
     meankl_method,
     row_dict,
+    sghmc_method,
 )
 from ppl_hw.demo._figures import (
     ACCURACY_VS_TIME,
@@ -54,7 +56,7 @@ def _methods(device: str) -> list[str]:
         *on("AutoMeanKL"),
         "AutoDeviceNoise, MTJ shape",
         *on("AutoDeviceNoise"),
-        "SGHMC + SpikeSlabEM",
+        sghmc_method(SGHMC_TEMPERATURE),
         TERNARY_METHOD,
     ]
 
@@ -162,8 +164,10 @@ def test_smoke_run_prints_and_writes_the_table(runs, backend):
         assert r.chips == (None if r.deployed is None else CHIPS)
     sparsity = [r.sparsity for r in rows if "SpikeAndSlab prior" in r.method]
     assert all(0 < s < 1 for s in sparsity)
-    # the kernel's share of pruned weights
-    assert all(0 <= r.sparsity < 1 for r in rows if r.method.startswith("SGHMC"))
+    # the kernel's share of pruned weights: at Ke & Fan's temperature the single-weight
+    # pruning removes 27-30 % at the smoke size (seeds 0-2, both backends; > 50 % at the
+    # default size); the old set-up (temperature 1, input-pixel groups) pruned 0 %
+    assert all(0.1 < r.sparsity < 1 for r in rows if r.method.startswith("SGHMC"))
     (ternary,) = [r for r in rows if r.method == TERNARY_METHOD]
     # the most probable ternary network: ~95 % after 75 steps, p0 = 0.5 priors switch
     # most weights to 0, log2(3) bits per weight

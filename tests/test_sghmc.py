@@ -13,6 +13,7 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
 from numpyro.infer.util import potential_energy
 
+from ppl_hw.common.sghmc import ke_fan_temperature
 from ppl_hw.core import sghmc as core
 from ppl_hw.numpyro.distributions import SpikeAndSlab
 from ppl_hw.numpyro.infer import SGHMC, SpikeSlabEM
@@ -211,6 +212,13 @@ def test_ke_fan_mapping():
     ours = math.sqrt(2 * 0.9 * kernel.step_size * kernel.temperature)
     theirs = math.sqrt(2 + 2 * 0.1**2) * 0.1**1.5 * t
     assert ours == pytest.approx(theirs, rel=1e-12)
+    # the temperature alone, as the demo's tempered SGHMC row takes it: the same
+    # mapping, and independent of N when T = N^(-1/2)
+    assert ke_fan_temperature(N, c2=0.01, beta1=0.1) == kernel.temperature
+    for n in (1, 1347, 10**6):
+        assert ke_fan_temperature(n) == pytest.approx(2.02 * 0.1 / 1.8, rel=1e-12)
+    with pytest.raises(ValueError, match="beta1"):
+        ke_fan_temperature(N, beta1=1.0)
 
 
 # -- spike-and-slab EM ---------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "configure",
     "discrete_site_error",
     "ke_fan_kernel",
+    "ke_fan_temperature",
     "nonfinite_error",
     "select_plate",
     "step_settings",
@@ -196,18 +197,10 @@ def ke_fan_kernel(
 ) -> Any:
     """``cls.ke_fan(...)`` on either backend (the mapping is in the NumPyro
     docstring)."""
-    n = check_int("num_data", num_data, low=1)
-    c2 = check_positive("c2", c2)
-    t = n**-0.5 if t is None else check_positive("t", t)
-    beta1 = check_number(
-        "beta1", beta1, low=0.0, high=1.0, open_high=True, interval=True
-    )
-    beta2 = check_positive("beta2", beta2)
+    n, c2, t, beta1, beta2 = _ke_fan_args(num_data, c2, t, beta1, beta2)
     eta = check_positive("eta", eta)
     step_size = beta2 * c2 / n
-    temperature = (
-        (2 + 2 * beta1**2) * math.sqrt(c2) * t * t * n / (2 * (1 - beta1) * beta2)
-    )
+    temperature = _ke_fan_temperature(n, c2, t, beta1, beta2)
     kernel = cls(
         model,
         step_size=step_size,
@@ -219,6 +212,39 @@ def ke_fan_kernel(
     )
     kernel._ke_fan_params = dict(c2=c2, t=t, n=n)
     return kernel
+
+
+def _ke_fan_args(
+    num_data: Any, c2: Any, t: Any, beta1: Any, beta2: Any
+) -> tuple[int, float, float, float, float]:
+    n = check_int("num_data", num_data, low=1)
+    c2 = check_positive("c2", c2)
+    t = n**-0.5 if t is None else check_positive("t", t)
+    beta1 = check_number(
+        "beta1", beta1, low=0.0, high=1.0, open_high=True, interval=True
+    )
+    return n, c2, t, beta1, check_positive("beta2", beta2)
+
+
+def _ke_fan_temperature(
+    n: int, c2: float, t: float, beta1: float, beta2: float
+) -> float:
+    return (2 + 2 * beta1**2) * math.sqrt(c2) * t * t * n / (2 * (1 - beta1) * beta2)
+
+
+def ke_fan_temperature(
+    num_data: int,
+    *,
+    c2: float = 0.01,
+    t: float | None = None,
+    beta1: float = 0.1,
+    beta2: float = 1.0,
+) -> float:
+    """The posterior temperature of Ke & Fan's parameterisation
+    (:math:`(2 + 2\\beta_1^2)\\,C T^2 N / (2 (1-\\beta_1) \\beta_2)`, the one
+    ``SGHMC.ke_fan`` sets); with their default :math:`T = N^{-1/2}` it does not depend
+    on ``num_data``: 0.1122 at :math:`C^2 = 0.01`."""
+    return _ke_fan_temperature(*_ke_fan_args(num_data, c2, t, beta1, beta2))
 
 
 def step_settings(

@@ -28,6 +28,7 @@ from ._common import (
     DEMO_KL_BUDGET_BITS,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
+    SGHMC_TEMPERATURE,
     SPIKE_AND_SLAB,
     TERNARY_KL_WEIGHT,
     TERNARY_METHOD,
@@ -39,6 +40,7 @@ from ._common import (
     kl_bits,
     meankl_method,
     sghmc_em_settings,
+    sghmc_method,
     ternary_steps,
     zero_share,
 )
@@ -257,7 +259,7 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
     )
     em = SpikeSlabEM(**sghmc_em_settings(data.x_train.shape[0], cfg.steps))
     mcmc = MCMC(
-        SGHMC(model, step_size=SGHMC_STEP_SIZE, em=em),
+        SGHMC(model, step_size=SGHMC_STEP_SIZE, temperature=SGHMC_TEMPERATURE, em=em),
         num_warmup=cfg.steps,
         num_samples=cfg.steps,
         thinning=max(1, cfg.steps // 100),
@@ -282,7 +284,7 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
     probs = _probs(full, _latent(full, mcmc.get_samples(), data), data, cfg)
     sparsity = float(mcmc.get_extra_fields()["sparsity"][-1])
     seconds = time.perf_counter() - start
-    method = "SGHMC + SpikeSlabEM"
+    method = sghmc_method(SGHMC_TEMPERATURE)
     return [evaluate("numpyro", method, probs, data, seconds, sparsity=sparsity)]
 
 

@@ -26,6 +26,7 @@ from ._common import (
     DEMO_KL_BUDGET_BITS,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
+    SGHMC_TEMPERATURE,
     SPIKE_AND_SLAB,
     TERNARY_KL_WEIGHT,
     TERNARY_METHOD,
@@ -37,6 +38,7 @@ from ._common import (
     kl_bits,
     meankl_method,
     sghmc_em_settings,
+    sghmc_method,
     ternary_steps,
     zero_share,
 )
@@ -224,7 +226,9 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
         mlp_classifier, weight_prior=prior, batch_size=SGHMC_BATCH
     )
     em = SpikeSlabEM(**sghmc_em_settings(data.x_train.shape[0], cfg.steps))
-    kernel = SGHMC(model, step_size=SGHMC_STEP_SIZE, em=em)
+    kernel = SGHMC(
+        model, step_size=SGHMC_STEP_SIZE, temperature=SGHMC_TEMPERATURE, em=em
+    )
     mcmc = MCMC(
         kernel,
         num_samples=cfg.steps,
@@ -243,7 +247,7 @@ def sghmc(data: Split, cfg: DemoConfig) -> list[Row]:
         logits = predictive(torch.as_tensor(data.x_test))["logits"]
         probs = torch.softmax(logits, -1).mean(0).numpy()
     seconds = time.perf_counter() - start
-    method = "SGHMC + SpikeSlabEM"
+    method = sghmc_method(SGHMC_TEMPERATURE)
     return [evaluate("pyro", method, probs, data, seconds, sparsity=kernel.sparsity)]
 
 
