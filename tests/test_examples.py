@@ -66,14 +66,6 @@ def test_meankl_vs_meanvar_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_scale_dropout_smoke(tmp_path):
-    res = _load("scale_dropout").main(["--smoke", "--output", str(tmp_path)])
-    r = res["one, shared, p=0.5"]
-    assert 0.5 < r["mc"]["accuracy"] <= 1 and 0 <= r["mc"]["ece"] <= 1
-    assert set(r["off"]) == {"accuracy", "nll", "ece"}
-
-
-@pytest.mark.slow
 def test_ternary_pfp_smoke(tmp_path):
     import math
 
