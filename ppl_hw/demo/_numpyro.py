@@ -25,6 +25,7 @@ from ..numpyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
 from ..numpyro.models import mlp_classifier, ternary_mlp_classifier
 from ._common import (
     CODING_BITS_PER_BLOCK,
+    CODING_MARGIN_BITS,
     DEMO_KL_BUDGET_BITS,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
@@ -220,11 +221,11 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
     trained = time.perf_counter()
 
     # bits per block and seed come from the guide's blocks
-    compressed = coding.encode(guide, params)
+    compressed = coding.encode(guide, params, bits_per_block=bits + CODING_MARGIN_BITS)
     weights = coding.decode(compressed, backend="numpyro")
     probs = _predict_fixed(mlp_classifier, weights, data, jax.random.PRNGKey(cfg.seed))
     coding_seconds = time.perf_counter() - trained
-    coded = coded_row("numpyro", compressed, probs, data, coding_seconds)
+    coded = coded_row("numpyro", bits, compressed, probs, data, coding_seconds)
 
     kl = kl_bits(guide.loc_scale(params).values())
     method = meankl_method(bits)

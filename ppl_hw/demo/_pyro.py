@@ -23,6 +23,7 @@ from ..pyro.infer import PFP_ELBO, SGHMC, SpikeSlabEM
 from ..pyro.models import mlp_classifier, ternary_mlp_classifier
 from ._common import (
     CODING_BITS_PER_BLOCK,
+    CODING_MARGIN_BITS,
     DEMO_KL_BUDGET_BITS,
     SGHMC_BATCH,
     SGHMC_STEP_SIZE,
@@ -186,11 +187,11 @@ def meankl(data: Split, cfg: DemoConfig) -> list[Row]:
 
     # MIRACLE-coded: one posterior sample in about its KL in bits (bits per block and
     # seed from the guide's blocks), decoded and evaluated as one network
-    compressed = coding.encode(guide)
+    compressed = coding.encode(guide, bits_per_block=bits + CODING_MARGIN_BITS)
     weights = coding.decode(compressed, backend="pyro")
     probs = _predict_fixed(mlp_classifier, weights, data)
     coding_seconds = time.perf_counter() - trained
-    coded = coded_row("pyro", compressed, probs, data, coding_seconds)
+    coded = coded_row("pyro", bits, compressed, probs, data, coding_seconds)
 
     kl = kl_bits((a.numpy(), b.numpy()) for a, b in guide.loc_scale().values())
     method = meankl_method(bits)
