@@ -217,6 +217,8 @@ _LONG_TESTS = {
     "tests/test_notebooks.py::test_notebook_runs_at_smoke_size[meankl_miracle]": 40,
     "tests/test_examples.py::test_meankl_vs_meanvar_smoke": 36,
     "scale_dropout_study": 35,
+    "meankl_grid": 60,
+    "tests/test_ternary_recipe.py::test_recipe_runs_at_smoke_size": 50,
     "tests/test_examples.py::test_sghmc_sparse_regression_smoke": 35,
     "demo_pyro": 30,
     "tests/test_lenet5_study.py::test_lenet5_mnist_smoke": 70,

@@ -4,7 +4,8 @@ Run it with ``make demo`` or ``python -m ppl_hw.demo`` (``--help`` lists the
 options: ``--backend numpyro|pyro|both``, ``--size smoke|default``, ``--device
 PCM|RRAM|MTJ|Ideal``, ``--chips N``, ``--output FOLDER``, ``--no-progress``; the
 default size takes
-about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
+about 4 minutes for both backends on 2 CPU cores with nothing else running: the
+median of three ``make demo`` runs was 225 s). It
 
 * fits each device-noise generator of :mod:`ppl_hw.devices` with ``EmpiricalNoise``
   and prints the fitted shape's standardised moments and entropy;
@@ -14,10 +15,12 @@ about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
   ``AutoMeanKL`` (a 20 000-bit KL budget split over MIRACLE's coding blocks,
   ``budget_split="blocks"``: every block's KL fixed by construction) and
   ``AutoDeviceNoise`` (the MTJ noise shape), and samples it with ``SGHMC`` +
-  ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128), with progress bars;
-* codes the trained ``AutoMeanKL`` network with MIRACLE (``ppl_hw.coding.encode``,
-  with the guide's own blocks: 12-bit blocks, 8 at the smoke size; one posterior
-  sample in its KL in bits), decodes it and evaluates the decoded network;
+  ``SpikeSlabEM`` (spike-and-slab priors, minibatches of 128, at Ke & Fan's
+  temperature 0.11, pruning single weights), with progress bars;
+* codes the trained ``AutoMeanKL`` network with MIRACLE (``ppl_hw.coding.encode``
+  on the guide's own blocks, 10 bits of KL each, 8 at the smoke size, coded with a
+  2-bit margin: 12-bit indices, 10 at the smoke size; one posterior sample),
+  decodes it and evaluates the decoded network;
 * trains the ternary network 64-256-256-10 (``ternary_mlp_classifier``:
   ``DiscreteWeight`` priors with p0 = 0.5, sign activations, batch norm) with
   ``AutoDiscreteWeight`` and ``PFP_ELBO(kl_weight=0.1)`` on both backends and
@@ -41,9 +44,11 @@ about 2.5 minutes for both backends on 2 CPU cores, after set-up). It
 
 and writes the table (``results.md``, ``results.json``) and two figures drawn from
 the rows' test-set predictive probabilities (``accuracy_vs_time.png``: accuracy of
-each deployed posterior against the read time, off-chip accuracy as reference;
-``reliability.png``: reliability diagrams in the ECE's 15 confidence bins, a
-deployed posterior's over all its chips) to an
+each deployed posterior against the read time, its mean over the chips with ± one
+sd as error bars, off-chip accuracy as reference, both backends on one y-axis;
+``reliability.png``: reliability diagrams in the ECE's 15 confidence bins, one
+panel per off-chip method and backend with its deployed read times, each bin
+labelled with its count) to an
 output folder (``demo_output`` by default) whose path it prints.
 """
 
@@ -181,8 +186,7 @@ def _size_help() -> str:
         "run size (default: default). "
         + "; ".join(parts)
         + ". 'smoke' is a check (about 1.5 minutes for both backends), 'default' the "
-        "real run (about 2.5 minutes for both backends on 2 CPU cores, after "
-        "set-up)"
+        "real run (about 4 minutes for both backends on 2 idle CPU cores)"
     )
 
 

@@ -57,10 +57,11 @@ SIZES = {
 }
 """Run sizes of the demo: ``(svi_steps, learning_rate, num_samples, noise_samples)``.
 The SGHMC row takes ``svi_steps`` warm-up and ``svi_steps`` sampling steps, the
-ternary row :func:`ternary_steps`. ``"default"`` takes about 2.5 minutes for both
-backends on 2 CPU cores after set-up (measured: 156 s, load average ~1.3): 1 000
-steps reach the accuracies of 2 000 (within ±1 point, the backends' spread) at about
-half the time; ``"smoke"`` takes about 1.5 minutes."""
+ternary row :func:`ternary_steps`. ``"default"`` takes about 4 minutes for both
+backends on 2 CPU cores with nothing else running (``make demo``, once installed:
+217, 225 and 228 s in three runs, 2026-12-07): 1 000 steps reach the accuracies of
+2 000 (within ±1 point, the backends' spread) at about half the time; ``"smoke"``
+takes about 1.5 minutes."""
 
 BACKENDS = ("numpyro", "pyro")
 
